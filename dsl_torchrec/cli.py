@@ -1,0 +1,146 @@
+"""Console entry points: dsl-train, dsl-eval, dsl-data.
+
+User errors (bad config, missing dataset, bad data) print one line ``<prog>: error: ...`` and
+exit with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .data.errors import DataError
+
+USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
+
+
+def _fail(prog: str, err: Exception) -> int:
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dsl-train",
+        description="Train a two-tower retrieval model on sharded TorchRec tables. "
+        "Overrides are dotted config keys, e.g. loss.temperature=0.2 train.epochs=5.",
+        epilog="Multi-process: `dsl-train --nproc 2 ...` spawns torchrun itself; under torchrun "
+        "run `torchrun --nproc_per_node=N -m dsl_torchrec.train --config ...`.",
+    )
+    p.add_argument("--config", help="YAML config file (sections data, model, sharding, "
+                   "negatives, loss, optim, train, eval, run)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes on this machine (spawns torchrun when > 1; default 1)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    return p
+
+
+def _preflight(cfg) -> None:
+    """Fail fast, once, in the launching process, on what every rank would fail on."""
+    from .data.dataset import InteractionData
+    from .train.run_dir import check_run_dir
+
+    if not cfg.data.path:
+        raise ConfigError("data.path is not set (a dataset directory made by "
+                          "`dsl-data prepare` or `dsl-data synth`)")
+    InteractionData(cfg.data.path)
+    check_run_dir(cfg)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _train_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.print_config:
+            from .config import dump_yaml
+
+            print(dump_yaml(cfg), end="")
+            return 0
+        under_launcher = "LOCAL_RANK" in os.environ
+        if not under_launcher or int(os.environ.get("RANK", 0)) == 0:
+            _preflight(cfg)
+    except USER_ERRORS as e:
+        return _fail("dsl-train", e)
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        rest = [a for a in argv if not a.startswith("--nproc")]
+        if "--nproc" in argv:
+            i = argv.index("--nproc")
+            rest = argv[:i] + argv[i + 2:]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={args.nproc}", "-m", "dsl_torchrec.train", *rest]
+        return subprocess.call(cmd)
+    from .dist import init_distributed
+    from .train.report import results_table
+    from .train.trainer import train
+
+    import torch.distributed as dist
+
+    try:
+        env = init_distributed()
+        results = train(cfg, env)
+    except USER_ERRORS as e:
+        return _fail("dsl-train", e)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if env.is_main:
+        print(results_table(results, list(cfg.eval.k)))
+        t = results["timing"]
+        print(f"best epoch {results['best_epoch']} ({results['selected_by']}); "
+              f"{t['seconds_per_epoch']:.1f} s/epoch, {t['total_seconds']:.0f} s total; "
+              f"results in {Path(cfg.run.dir) / 'results.json'}")
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="dsl-eval",
+        description="Show a run's results, or evaluate the popularity baseline on a dataset.")
+    p.add_argument("--run-dir", help="run directory written by dsl-train")
+    p.add_argument("--data", help="dataset directory (for --baseline)")
+    p.add_argument("--baseline", choices=["popularity"], help="evaluate a baseline on --data")
+    p.add_argument("--split", default="test")
+    p.add_argument("--k", type=int, nargs="+", default=[20])
+    args = p.parse_args(argv)
+    try:
+        if args.baseline:
+            from .data.dataset import InteractionData
+            from .eval import evaluate_popularity
+
+            if not args.data:
+                raise ConfigError("--baseline needs --data DIR")
+            data = InteractionData(args.data)
+            if not data.has_split(args.split):
+                raise DataError(args.data, f"no split {args.split!r}", field="splits",
+                                expected="one of " + ", ".join(data.split_names))
+            exclude = ["train"] + (["valid"] if args.split == "test" and data.has_split("valid")
+                                   else [])
+            print(json.dumps(evaluate_popularity(data, args.split, exclude, args.k, 4096),
+                             indent=2))
+            return 0
+        if not args.run_dir:
+            raise ConfigError("give --run-dir DIR (or --baseline popularity --data DIR)")
+        path = Path(args.run_dir) / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: has the run finished?")
+        from .train.report import results_table
+
+        results = json.loads(path.read_text())
+        print(results_table(results, args.k))
+        return 0
+    except USER_ERRORS as e:
+        return _fail("dsl-eval", e)
+
+
+def data_main(argv: list[str] | None = None) -> int:
+    from .data.cli import main
+
+    return main(argv)

@@ -1,0 +1,697 @@
+"""Functional core of the softmax-family losses (dsl-loss.md): SL, DSL, BSL, PSL, BPR.
+
+No TorchRec and no process group needed. Shapes, shared by every loss:
+``pos`` [B] positive scores, ``neg`` [B, C] candidate scores, ``valid`` bool [B, C] or None
+(False = not a negative of that row), ``item_sim`` [B, C] or None, ``log_q`` [C] or [B, C] or
+None (subtracted from the logit: s_bj/τ − log_q_bj). Scores are NOT pre-divided by τ.
+Every loss computes in float32 (float64 inputs stay float64), returns a ``LossOutput`` whose
+``loss`` is the mean of ``per_row`` over the local rows, and gives a row with no valid candidate
+a loss of exactly 0 and a zero gradient.
+
+Memory: the softmax losses hold one [B, C] buffer in forward (the logits, turned into their
+exponentials in place) and allocate one in backward (the gradient). The DSL branches reuse that
+buffer, so DSL costs SL's allocations plus a few in-place passes and the top-M slate.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "LossOutput",
+    "sl_loss",
+    "dsl_loss",
+    "bsl_loss",
+    "psl_loss",
+    "bpr_loss",
+    "weighted_softmax_loss",
+    "competition_temperatures",
+    "top_values",
+]
+
+_NEG_INF = float("-inf")
+_PSL_EPS = 1e-12  # floor of the PSL surrogate before its log (atan + 1 and relu(d + 1) reach 0)
+
+
+# --------------------------------------------------------------------------- output type
+
+
+class _Lazy:
+    """Dataclass field descriptor: the field holds a value or a zero-argument callable that
+    makes it; the callable runs on first read and its result replaces it. Diagnostics that need
+    an extra [B, C] pass (the weights, their entropy) then cost nothing on steps that never look
+    at them."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = "_lazy_" + name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            raise AttributeError(self._attr)  # tells @dataclass the field has no default
+        value = obj.__dict__[self._attr]
+        if callable(value):
+            value = value()
+            obj.__dict__[self._attr] = value
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self._attr] = value
+
+
+@dataclass(eq=False, repr=False)
+class LossOutput:
+    """``loss`` scalar (mean of ``per_row``); ``per_row`` [B]; ``weights`` [B, C] (the κ weights,
+    mean one over a row's valid entries, 0 where invalid); ``temperatures`` [B] (τ_b);
+    ``stats`` dict of 0-dim float tensors (diagnostics; empty for the baselines).
+
+    ``weights`` and ``stats`` may be given as zero-argument callables: they are evaluated on
+    first access (and kept alive, with the inputs they close over, as long as this object)."""
+
+    loss: Tensor
+    per_row: Tensor
+    weights: Tensor = _Lazy()  # type: ignore[assignment]
+    temperatures: Tensor
+    stats: dict[str, Tensor] = _Lazy()  # type: ignore[assignment]
+
+    def __repr__(self) -> str:  # shapes only, and without forcing the lazy fields
+        return (f"LossOutput(loss={float(self.loss.detach()):.6g}, "
+                f"per_row={tuple(self.per_row.shape)}, "
+                f"temperatures={tuple(self.temperatures.shape)})")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _compute_dtype(*ts: Tensor | None) -> torch.dtype:
+    dt = torch.float32
+    for t in ts:
+        if t is not None and t.is_floating_point():
+            dt = torch.promote_types(dt, t.dtype)
+    return dt
+
+
+def _prepare(
+    pos: Tensor, neg: Tensor, valid: Tensor | None, item_sim: Tensor | None, log_q: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Check shapes and upcast to the compute dtype (bf16/fp16 -> float32)."""
+    if neg.dim() != 2:
+        raise ValueError(f"neg must be [B, C], got shape {tuple(neg.shape)}")
+    B, C = neg.shape
+    if pos.shape != (B,):
+        raise ValueError(f"pos must be [B]={B}, got shape {tuple(pos.shape)}")
+    if valid is not None:
+        if valid.shape != (B, C):
+            raise ValueError(f"valid must be [B, C]={(B, C)}, got {tuple(valid.shape)}")
+        if valid.dtype != torch.bool:
+            raise ValueError(f"valid must be bool, got {valid.dtype}")
+    if item_sim is not None and item_sim.shape != (B, C):
+        raise ValueError(f"item_sim must be [B, C]={(B, C)}, got {tuple(item_sim.shape)}")
+    if log_q is not None and log_q.shape not in ((C,), (B, C)):
+        raise ValueError(f"log_q must be [C] or [B, C], got {tuple(log_q.shape)}")
+    dt = _compute_dtype(pos, neg)
+    pos, neg = pos.to(dt), neg.to(dt)
+    if item_sim is not None:
+        item_sim = item_sim.detach().to(dt)
+    if log_q is not None:
+        log_q = log_q.detach().to(dt)
+    return pos, neg, valid, item_sim, log_q
+
+
+def _resolve_group(group: Any) -> Any:
+    """The group to all-reduce over, or None when no collective is needed (world size 1)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    if group is None:
+        return dist.group.WORLD if dist.get_world_size() > 1 else None
+    return group if dist.get_world_size(group) > 1 else None
+
+
+def _all_reduce_sum(t: Tensor, group: Any) -> Tensor:
+    if group is not None:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t
+
+
+def _count_valid(valid: Tensor | None, B: int, C: int, like: Tensor) -> Tensor:
+    """n_b [B] in ``like``'s dtype. A bool sum casts every element and is several times slower
+    than a pass over the data on CPU; reading the flags as int64 words and adding their 8 bytes
+    with one multiply (each byte is 0 or 1, so the top byte holds the count) is not."""
+    if valid is None:
+        return torch.full((B,), float(C), dtype=like.dtype, device=like.device)
+    if C % 8 == 0 and valid.is_contiguous() and valid.storage_offset() % 8 == 0:
+        words = valid.view(torch.int64) * 0x0101010101010101
+        return words.bitwise_right_shift_(56).sum(1).to(like.dtype)
+    return valid.sum(1).to(like.dtype)
+
+
+def _valid_weights(valid: Tensor | None, B: int, C: int, like: Tensor) -> Callable[[], Tensor]:
+    """Lazy weights of an unweighted loss: 1 on valid entries, 0 elsewhere."""
+    if valid is None:
+        return lambda: torch.ones((), dtype=like.dtype, device=like.device).expand(B, C)
+    return lambda: valid.to(like.dtype)
+
+
+def _mean(per_row: Tensor) -> Tensor:
+    return per_row.sum() / max(per_row.numel(), 1)
+
+
+class _RowLogSumExp(torch.autograd.Function):
+    """lse_b = log Σ_j exp(logits_bj), with the gradient routed to ``neg``:
+    ∂lse_b/∂neg_bj = softmax(logits)_bj · grad_scale_b.
+
+    ``logits`` [B, C] is a detached buffer built by the caller from ``neg`` [B, C] (logits =
+    neg · scale + constant offsets, −inf where masked); it is CONSUMED: its exponentials
+    overwrite it and are saved for backward, so forward allocates nothing of size [B, C].
+    ``grad_buffer`` (optional, [B, C], free to overwrite) receives the gradient in backward
+    instead of a new allocation (a scratch buffer of the caller's forward, reused).
+    A row that is all −inf gives −inf and a zero gradient (no NaN)."""
+
+    @staticmethod
+    def forward(ctx: Any, neg: Tensor, logits: Tensor, grad_scale: Tensor,
+                grad_buffer: Tensor | None) -> Tensor:
+        ctx.grad_buffer = grad_buffer
+        ctx.empty = logits.shape[1] == 0
+        if ctx.empty:
+            return logits.new_full((logits.shape[0],), _NEG_INF)
+        m = logits.amax(1, keepdim=True)
+        m = torch.where(torch.isinf(m), torch.zeros_like(m), m)  # all −inf rows: exp(−inf) = 0
+        e = logits.sub_(m).exp_()
+        s = e.sum(1)
+        ctx.save_for_backward(e, s, grad_scale)
+        return m.squeeze(1) + s.log()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, None, None, None]:
+        buf, ctx.grad_buffer = ctx.grad_buffer, None  # a second backward gets a fresh tensor
+        if ctx.empty or not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        e, s, grad_scale = ctx.saved_tensors
+        # softmax = e / s; rows with s = 0 (fully masked) get 0, not 0/0
+        scale = torch.where(s > 0, g * grad_scale / torch.where(s > 0, s, 1), 0).unsqueeze(1)
+        grad = torch.mul(e, scale) if buf is None else torch.mul(e, scale, out=buf)
+        return grad, None, None, None
+
+
+def _softmax_rows(
+    pos: Tensor,
+    neg: Tensor,
+    logits: Tensor,
+    inv_tau: Tensor,
+    *,
+    include_positive: bool,
+    row_shift: Tensor | None = None,
+    rho: Tensor | None = None,
+    grad_buffer: Tensor | None = None,
+) -> Tensor:
+    """Per-row ρ_b · [−p_b + log(exp(p_b) + exp(L_b))], p_b = s⁺_b/τ_b, L_b = lse_b + row_shift_b
+    (negatives-only form: ρ_b · (L_b − p_b)). ``logits`` [B, C] is consumed (see _RowLogSumExp).
+    Gradients: w.r.t. ``neg`` through the softmax times 1/τ_b, w.r.t. ``pos`` through p_b;
+    ``inv_tau``, ``row_shift`` and ``rho`` are constants."""
+    lse = _RowLogSumExp.apply(neg, logits, inv_tau, grad_buffer)
+    empty = torch.isneginf(lse)
+    big_l = lse if row_shift is None else lse + torch.where(empty, 0, row_shift)
+    p = pos * inv_tau
+    if include_positive:
+        row = torch.logaddexp(p, big_l) - p
+    else:
+        row = big_l - p
+    row = torch.where(empty, torch.zeros_like(row), row)
+    if rho is not None:
+        row = row * rho
+    return row
+
+
+def _build_logits(
+    neg_d: Tensor,
+    scale: Tensor,
+    valid: Tensor | None,
+    log_q: Tensor | None,
+    *,
+    sim: Tensor | None = None,
+    sim_coef: float = 0.0,
+    log_offsets: Tensor | None = None,
+    out: Tensor | None = None,
+    premasked: bool = False,
+    scale_positive: bool = True,
+) -> Tensor:
+    """logits = neg · scale_b (+ sim_coef · sim) (+ log_offsets) − log_q, −inf where invalid.
+
+    Written into ``out`` when given (a [B, C] buffer free to overwrite); ``premasked``: ``out``
+    already holds where(valid, neg, −inf). The mask is applied first and carried through the
+    in-place ops (−inf · scale stays −inf while scale > 0), which saves a pass; with
+    ``scale_positive=False`` it is applied again at the end."""
+    with torch.no_grad():
+        col = scale.unsqueeze(1)
+        if premasked:
+            assert out is not None
+            logits = out.mul_(col)
+        elif valid is None:
+            logits = torch.mul(neg_d, col) if out is None else torch.mul(neg_d, col, out=out)
+        else:
+            ninf = neg_d.new_full((), _NEG_INF)
+            logits = (torch.where(valid, neg_d, ninf) if out is None
+                      else torch.where(valid, neg_d, ninf, out=out))
+            logits.mul_(col)
+        if sim is not None and sim_coef != 0.0:
+            logits.add_(sim, alpha=sim_coef)
+        if log_offsets is not None:
+            logits.add_(log_offsets)
+        if log_q is not None:
+            logits.sub_(log_q)
+        if valid is not None and not scale_positive:
+            torch.where(valid, logits, logits.new_full((), _NEG_INF), out=logits)
+    return logits
+
+
+def _check_temperature(name: str, t: float) -> float:
+    t = float(t)
+    if not t > 0 or not math.isfinite(t):
+        raise ValueError(f"{name} must be a positive finite number, got {t}")
+    return t
+
+
+# --------------------------------------------------------------------------- SL
+
+
+def sl_loss(
+    pos: Tensor,
+    neg: Tensor,
+    valid: Tensor | None = None,
+    log_q: Tensor | None = None,
+    *,
+    temperature: float,
+    include_positive: bool = True,
+) -> LossOutput:
+    """Softmax loss: ℓ_b = −s⁺/τ + log(exp(s⁺/τ) + Σ_{j valid} exp(s_bj/τ − c_bj)); with
+    ``include_positive=False``: ℓ_b = log Σ_{j valid} exp(s_bj/τ − c_bj) − s⁺/τ."""
+    tau = _check_temperature("temperature", temperature)
+    pos, neg, valid, _, log_q = _prepare(pos, neg, valid, None, log_q)
+    B, C = neg.shape
+    inv_tau = torch.full((B,), 1.0 / tau, dtype=neg.dtype, device=neg.device)
+    logits = _build_logits(neg.detach(), inv_tau, valid, log_q)
+    per_row = _softmax_rows(pos, neg, logits, inv_tau, include_positive=include_positive)
+    return LossOutput(
+        loss=_mean(per_row),
+        per_row=per_row,
+        weights=_valid_weights(valid, B, C, neg),
+        temperatures=torch.full((B,), tau, dtype=neg.dtype, device=neg.device),
+        stats={},
+    )
+
+
+def weighted_softmax_loss(
+    pos: Tensor,
+    neg: Tensor,
+    temperatures: Tensor,
+    weights: Tensor | None = None,
+    valid: Tensor | None = None,
+    log_q: Tensor | None = None,
+    *,
+    include_positive: bool = True,
+    scale: Tensor | None = None,
+) -> Tensor:
+    """Per-row [B] fused DSL loss for GIVEN constants: temperatures τ_b [B], weights w_bj [B, C]
+    (None = all ones) and scale ρ_b [B] (None = 1):
+    ℓ_b = ρ_b · [−s⁺_b/τ_b + log(exp(s⁺_b/τ_b) + Σ_{j valid} w_bj · exp(s_bj/τ_b − c_bj))].
+    Gradients flow to ``pos`` and ``neg`` only. ``dsl_loss`` is this with the constants it
+    derives under no_grad (it folds them into the same buffer instead of calling this)."""
+    pos, neg, valid, _, log_q = _prepare(pos, neg, valid, None, log_q)
+    inv_tau = temperatures.detach().to(neg.dtype).reciprocal()
+    log_w = None if weights is None else weights.detach().to(neg.dtype).log()
+    logits = _build_logits(neg.detach(), inv_tau, valid, log_q, log_offsets=log_w)
+    rho = None if scale is None else scale.detach().to(neg.dtype)
+    return _softmax_rows(pos, neg, logits, inv_tau, include_positive=include_positive, rho=rho)
+
+
+# --------------------------------------------------------------------------- DSL branches
+
+
+def top_values(masked: Tensor, k: int, group_size: int | None = None) -> Tensor:
+    """The k largest values of each row of ``masked`` [B, C] (−inf = excluded), [B, k], unsorted.
+
+    Exact, and cheaper than one top-k over C columns: split each row into groups of
+    ``group_size`` (default: a power of two near sqrt(C / k)), keep the k groups with the
+    largest maxima (the k-th of those maxima bounds the k-th value from below, so every top-k
+    value lies in them or in the ragged tail), and take the top-k of those k·group_size
+    (+ tail) values."""
+    B, C = masked.shape
+    k = min(k, C)
+    g = group_size or 1 << max(int(math.log2(max(C / max(k, 1), 1)) / 2), 0)
+    n_groups = C // g
+    if g < 2 or n_groups < 4 * k:
+        return masked.topk(k, dim=1, sorted=False).values
+    main = masked[:, : n_groups * g]
+    gidx = main.unflatten(1, (n_groups, g)).amax(2).topk(k, dim=1, sorted=False).indices
+    if masked.is_contiguous() and n_groups * g == C:
+        # rows of g contiguous values: index_select copies them far faster than gather
+        flat = gidx + torch.arange(B, device=gidx.device).unsqueeze(1) * n_groups
+        picked = masked.view(B * n_groups, g).index_select(0, flat.flatten()).view(B, k * g)
+    else:
+        rows = torch.arange(B, device=gidx.device).unsqueeze(1)
+        picked = main.unflatten(1, (n_groups, g))[rows, gidx].flatten(1)
+        if n_groups * g < C:
+            picked = torch.cat([picked, masked[:, n_groups * g :]], dim=1)
+    return picked.topk(k, dim=1, sorted=False).values
+
+
+@torch.no_grad()
+def competition_temperatures(
+    pos: Tensor,
+    masked_neg: Tensor,
+    *,
+    temperature: float,
+    slate_size: int,
+    gamma: float,
+    temp_range: float,
+    group: Any = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """CA branch: per-row τ_b [B] from the competition intensity of the top-M slate.
+
+    ``pos`` [B]; ``masked_neg`` [B, C] the scores with −inf on invalid entries. ``group`` is the
+    group to all-reduce the statistics over (None: none, i.e. already resolved by the caller).
+    Returns (τ_b [B], c_b [B], μ, σ); rows with no valid candidate get τ₀ and are left out of μ,
+    σ and the drift normalisation."""
+    tau0 = temperature
+    top = top_values(masked_neg, slate_size)  # [B, M]
+    m_b = torch.isfinite(top).sum(1)
+    nonempty = m_b > 0
+    lse = torch.logsumexp((top - pos.unsqueeze(1)) / tau0, dim=1)
+    c = torch.where(nonempty, lse - m_b.clamp_min(1).to(top.dtype).log(), 0)
+
+    # float64 sums: Σc² − nμ² cancels, and ranks must agree with one process to float tolerance
+    c64, ne64 = c.double(), nonempty.double()
+    sums = _all_reduce_sum(torch.stack([(c64 * ne64).sum(), (c64 * c64 * ne64).sum(),
+                                        ne64.sum()]), group)
+    count = sums[2].clamp_min(1.0)
+    mu = sums[0] / count
+    sigma = (sums[1] / count - mu * mu).clamp_min(0.0).sqrt()
+    c_hat = (c64 - mu) / (sigma + 1e-6)
+    tau = (tau0 * torch.exp(gamma * c_hat)).clamp(tau0 / temp_range, tau0 * temp_range)
+    tau = torch.where(nonempty, tau, tau0)
+
+    inv_sums = _all_reduce_sum(torch.stack([(ne64 / tau).sum(), ne64.sum()]), group)
+    mean_inv = inv_sums[0] / inv_sums[1].clamp_min(1.0)
+    tau = torch.where(nonempty, tau * (tau0 * mean_inv), tau0)
+    dt = masked_neg.dtype
+    return tau.to(dt), c, mu.to(dt), sigma.to(dt)
+
+
+def _kappa_logits_(
+    out: Tensor, neg_d: Tensor, item_sim: Tensor | None, kappa_hard: float, kappa_sim: float,
+    tau0: float, valid: Tensor | None,
+) -> Tensor:
+    """z_bj = (κ_h·s_bj + κ_s·a_bj)/τ₀ into ``out``, −inf where invalid. The −κ_h·s⁺_b/τ₀ of the
+    hardness is a per-row constant, which the softmax over the row cancels, so it is omitted."""
+    if item_sim is not None and kappa_sim != 0.0:
+        torch.mul(item_sim, kappa_sim / tau0, out=out)
+        if kappa_hard != 0.0:
+            out.add_(neg_d, alpha=kappa_hard / tau0)
+    else:
+        torch.mul(neg_d, kappa_hard / tau0, out=out)
+    if valid is not None:
+        torch.where(valid, out, out.new_full((), _NEG_INF), out=out)
+    return out
+
+
+def _kappa_lse_(
+    out: Tensor, neg_d: Tensor, item_sim: Tensor | None, kappa_hard: float, kappa_sim: float,
+    tau0: float, valid: Tensor | None,
+) -> Tensor:
+    """lse_z_b = log Σ_{j valid} exp(z_bj) [B], using ``out`` [B, C] as scratch (overwritten).
+    −inf for rows without a valid entry."""
+    if kappa_hard != 0.0 or item_sim is None:
+        return _logsumexp_(_kappa_logits_(out, neg_d, item_sim, kappa_hard, kappa_sim, tau0, valid))
+    # z = α·a only (the default): mask, shift and scale in two passes instead of four. The
+    # masked entries get +inf (α < 0) or −inf (α > 0), which α turns into −inf.
+    alpha = kappa_sim / tau0
+    if valid is None:
+        out.copy_(item_sim)
+    else:
+        fill = out.new_full((), math.inf if alpha < 0 else _NEG_INF)
+        torch.where(valid, item_sim, fill, out=out)
+    extreme = out.amin(1, keepdim=True) if alpha < 0 else out.amax(1, keepdim=True)
+    m = alpha * extreme  # max_j z_bj, −inf for an empty row
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    torch.add(-m, out, alpha=alpha, out=out)  # z − m
+    return m.squeeze(1) + out.exp_().sum(1).log()
+
+
+def _logsumexp_(x: Tensor) -> Tensor:
+    """Row logsumexp of [B, C] that overwrites ``x`` (with exp(x − max)); −inf for all −inf rows."""
+    m = x.amax(1, keepdim=True)
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    return m.squeeze(1) + x.sub_(m).exp_().sum(1).log()
+
+
+def _weight_stats(weights: Tensor, n: Tensor) -> dict[str, Tensor]:
+    """weight_max over the batch; weight_entropy: mean over non-empty rows of the entropy (nats)
+    of the row's distribution w_bj / n_b (log n_b when the weights are uniform)."""
+    nonempty = n > 0
+    p = weights / n.clamp_min(1).unsqueeze(1)
+    h = -torch.special.xlogy(p, p).sum(1)
+    cnt = nonempty.sum().clamp_min(1)
+    return {
+        "weight_max": weights.max() if weights.numel() else weights.new_zeros(()),
+        "weight_entropy": torch.where(nonempty, h, 0).sum() / cnt,
+    }
+
+
+# --------------------------------------------------------------------------- DSL
+
+
+def dsl_loss(
+    pos: Tensor,
+    neg: Tensor,
+    valid: Tensor | None = None,
+    item_sim: Tensor | None = None,
+    log_q: Tensor | None = None,
+    *,
+    temperature: float = 0.1,
+    include_positive: bool = True,
+    kappa_hard: float = 0.0,
+    kappa_sim: float = -0.5,
+    w_max: float | None = None,
+    slate_size: int = 20,
+    gamma: float = 0.5,
+    temp_range: float = 2.0,
+    dro_scale: bool = True,
+    group: Any = None,
+) -> LossOutput:
+    """Dual-scale softmax loss (dsl-loss.md):
+    ℓ_b = ρ_b · [−s⁺_b/τ_b + log(exp(s⁺_b/τ_b) + Σ_{j valid} w_bj · exp(s_bj/τ_b − c_bj))]
+    with κ weights w_bj (within-row reweighting by hardness and item similarity) and per-row
+    temperatures τ_b (competition of the top-``slate_size`` slate, statistics all-reduced over
+    ``group``; None = the default group when initialised with world size > 1, else no
+    collective). Weights and temperatures are constants for autograd. κ_h = κ_s = 0 and γ = 0
+    give ``sl_loss`` exactly."""
+    tau0 = _check_temperature("temperature", temperature)
+    if slate_size < 1:
+        raise ValueError(f"slate_size must be >= 1, got {slate_size}")
+    if not temp_range >= 1.0:
+        raise ValueError(f"temp_range must be >= 1, got {temp_range}")
+    if w_max is not None and not w_max > 0:
+        raise ValueError(f"w_max must be > 0 or None, got {w_max}")
+    pos, neg, valid, item_sim, log_q = _prepare(pos, neg, valid, item_sim, log_q)
+    B, C = neg.shape
+    dt, dev = neg.dtype, neg.device
+    neg_d, pos_d = neg.detach(), pos.detach()
+    invalid = None if valid is None else ~valid
+    kappa_on = kappa_hard != 0.0 or (kappa_sim != 0.0 and item_sim is not None)
+    ca_on = gamma != 0.0
+    stats: dict[str, Tensor] = {}
+    buf: Tensor | None = None  # the one [B, C] forward buffer, reused by every stage
+
+    with torch.no_grad():
+        if ca_on:
+            masked = neg_d if invalid is None else neg_d.masked_fill(invalid, _NEG_INF)
+            buf = None if invalid is None else masked
+            tau, _, mu, sigma = competition_temperatures(
+                pos_d, masked, temperature=tau0, slate_size=slate_size, gamma=gamma,
+                temp_range=temp_range, group=_resolve_group(group),
+            )
+            stats.update(mu=mu, sigma=sigma)
+        else:
+            tau = torch.full((B,), tau0, dtype=dt, device=dev)
+        inv_tau = tau.reciprocal()
+        rho = tau / tau0 if (ca_on and dro_scale) else None
+
+        row_shift: Tensor | None = None
+        log_w: Tensor | None = None
+        fwd_scale, sim_coef = inv_tau, 0.0
+        n: Tensor | None = None
+        weights: Callable[[], Tensor]
+        if kappa_on:
+            n = _count_valid(valid, B, C, neg_d)
+            log_n = n.log()
+            if buf is None:
+                buf = torch.empty_like(neg_d, memory_format=torch.contiguous_format)
+            z = _kappa_logits_(buf, neg_d, item_sim, kappa_hard, kappa_sim, tau0, invalid)
+            if w_max is None:
+                # log w_bj = z_bj − lse_z_b + log n_b. Only the per-row part is kept; z is put
+                # back into the logits as it is built (the hardness part by scaling s with
+                # 1/τ_b + κ_h/τ₀, the similarity part by one in-place add), so z needs no
+                # buffer of its own and the weights are only materialised if read.
+                lse_z = _logsumexp_(z)
+                row_shift = torch.where(n > 0, log_n - lse_z, 0)
+                fwd_scale, sim_coef = inv_tau + kappa_hard / tau0, kappa_sim / tau0
+                weights = _lazy_kappa_weights(neg_d, item_sim, kappa_hard, kappa_sim, tau0,
+                                              invalid, lse_z, log_n)
+            else:
+                # the cap needs the weights themselves: keep log w in z, build logits elsewhere
+                log_w = z
+                log_w.sub_(torch.where(n > 0, torch.logsumexp(log_w, 1) - log_n, 0).unsqueeze(1))
+                log_w.clamp_(max=math.log(w_max))
+                log_w.sub_(torch.where(n > 0, torch.logsumexp(log_w, 1) - log_n, 0).unsqueeze(1))
+                buf = None
+                weights = functools.cache(log_w.exp)
+        else:
+            weights = functools.cache(_valid_weights(valid, B, C, neg_d))
+
+        logits = _build_logits(neg_d, fwd_scale, invalid, log_q, sim=item_sim, sim_coef=sim_coef,
+                               log_offsets=log_w, out=buf)
+
+    per_row = _softmax_rows(pos, neg, logits, inv_tau, include_positive=include_positive,
+                            row_shift=row_shift, rho=rho)
+
+    stats.update(tau_mean=tau.mean(), tau_min=tau.min(), tau_max=tau.max())
+
+    def all_stats() -> dict[str, Tensor]:
+        n_ = n if n is not None else _count_valid(valid, B, C, neg_d)
+        with torch.no_grad():
+            return {**stats, **_weight_stats(weights(), n_)}
+
+    return LossOutput(
+        loss=_mean(per_row), per_row=per_row, weights=weights, temperatures=tau, stats=all_stats
+    )
+
+
+def _lazy_kappa_weights(
+    neg_d: Tensor, item_sim: Tensor | None, kappa_hard: float, kappa_sim: float, tau0: float,
+    invalid: Tensor | None, lse_z: Tensor, log_n: Tensor,
+) -> Callable[[], Tensor]:
+    """w_bj = exp(z_bj − lse_z_b + log n_b), recomputed from the inputs when first read."""
+
+    @functools.cache
+    def make() -> Tensor:
+        with torch.no_grad():
+            z = _kappa_logits_(torch.empty_like(neg_d, memory_format=torch.contiguous_format),
+                               neg_d, item_sim, kappa_hard, kappa_sim, tau0, invalid)
+            shift = torch.where(torch.isfinite(lse_z), lse_z - log_n, math.inf)  # empty rows: 0
+            return z.sub_(shift.unsqueeze(1)).exp_()
+
+    return make
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def _safe_logsumexp(x: Tensor) -> Tensor:
+    """Row logsumexp through plain autograd: −inf (and a zero, not NaN, gradient) for a row that
+    is all −inf."""
+    m = x.detach().amax(1, keepdim=True)
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    s = (x - m).exp().sum(1)
+    pos_s = s > 0
+    return torch.where(pos_s, m.squeeze(1) + torch.where(pos_s, s, 1).log(), _NEG_INF)
+
+
+def bsl_loss(
+    pos: Tensor,
+    neg: Tensor,
+    valid: Tensor | None = None,
+    log_q: Tensor | None = None,
+    *,
+    temperature: float,
+    temperature2: float,
+) -> LossOutput:
+    """Bilateral softmax loss (Wu et al., ICDE 2024):
+    ℓ_b = −s⁺_b/τ₁ + (τ₂/τ₁) · log Σ_{j valid} exp(s_bj/τ₂ − c_bj). ``temperatures`` reports τ₂
+    (the negatives' temperature)."""
+    t1 = _check_temperature("temperature", temperature)
+    t2 = _check_temperature("temperature2", temperature2)
+    pos, neg, valid, _, log_q = _prepare(pos, neg, valid, None, log_q)
+    B, C = neg.shape
+    inv2 = torch.full((B,), 1.0 / t2, dtype=neg.dtype, device=neg.device)
+    logits = _build_logits(neg.detach(), inv2, valid, log_q)
+    lse = _RowLogSumExp.apply(neg, logits, inv2, None)
+    empty = torch.isneginf(lse)
+    row = (t2 / t1) * torch.where(empty, 0, lse) - pos / t1
+    row = torch.where(empty, torch.zeros_like(row), row)
+    return LossOutput(
+        loss=_mean(row), per_row=row, weights=_valid_weights(valid, B, C, neg),
+        temperatures=torch.full((B,), t2, dtype=neg.dtype, device=neg.device), stats={},
+    )
+
+
+def _psl_log_sigma(d: Tensor, activation: str) -> Tensor:
+    """log σ(d) for the PSL surrogates σ = tanh(d) + 1, atan(d) + 1, relu(d + 1)."""
+    if activation == "tanh":
+        # tanh(d) + 1 = 2·sigmoid(2d): exact, and finite where tanh(d) + 1 underflows
+        return math.log(2.0) + torch.nn.functional.logsigmoid(2.0 * d)
+    if activation == "atan":
+        return torch.log(torch.clamp_min(torch.atan(d) + 1.0, _PSL_EPS))
+    if activation == "relu":
+        return torch.log(torch.clamp_min(d + 1.0, _PSL_EPS))
+    raise ValueError(f"unknown PSL activation {activation!r} (expected tanh, atan or relu)")
+
+
+def psl_loss(
+    pos: Tensor,
+    neg: Tensor,
+    valid: Tensor | None = None,
+    log_q: Tensor | None = None,
+    *,
+    temperature: float,
+    activation: str = "tanh",
+) -> LossOutput:
+    """Pairwise softmax loss (Yang et al., NeurIPS 2024): ℓ_b = log Σ_{j valid} σ(d_bj)^{1/τ},
+    d_bj = s_bj − s⁺_b, computed as logsumexp of log σ(d_bj)/τ − c_bj. σ ∈ {tanh + 1,
+    atan + 1, relu(d + 1)}; σ is floored at 1e-12 before the log (atan + 1 and relu(d + 1) reach
+    0 for d ≤ −1.557 / d ≤ −1; the floor's gradient is 0 there, as relu's is)."""
+    tau = _check_temperature("temperature", temperature)
+    if activation not in ("tanh", "atan", "relu"):
+        raise ValueError(f"unknown PSL activation {activation!r} (expected tanh, atan or relu)")
+    pos, neg, valid, _, log_q = _prepare(pos, neg, valid, None, log_q)
+    B, C = neg.shape
+    logits = _psl_log_sigma(neg - pos.unsqueeze(1), activation) / tau
+    if log_q is not None:
+        logits = logits - log_q
+    if valid is not None:
+        logits = logits.masked_fill(~valid, _NEG_INF)
+    lse = _safe_logsumexp(logits)
+    row = torch.where(torch.isneginf(lse), 0, lse)
+    return LossOutput(
+        loss=_mean(row), per_row=row, weights=_valid_weights(valid, B, C, neg),
+        temperatures=torch.full((B,), tau, dtype=neg.dtype, device=neg.device), stats={},
+    )
+
+
+def bpr_loss(
+    pos: Tensor, neg: Tensor, valid: Tensor | None = None, log_q: Tensor | None = None
+) -> LossOutput:
+    """BPR: ℓ_b = mean over valid j of softplus(s_bj − c_bj − s⁺_b) (c = log_q in score units;
+    0 when None). ``temperatures`` are 1."""
+    pos, neg, valid, _, log_q = _prepare(pos, neg, valid, None, log_q)
+    B, C = neg.shape
+    d = neg - pos.unsqueeze(1)
+    if log_q is not None:
+        d = d - log_q
+    sp = torch.nn.functional.softplus(d)
+    if valid is not None:
+        sp = sp.masked_fill(~valid, 0.0)
+    n = _count_valid(valid, B, C, neg)
+    row = sp.sum(1) / n.clamp_min(1.0)
+    return LossOutput(
+        loss=_mean(row), per_row=row, weights=_valid_weights(valid, B, C, neg),
+        temperatures=torch.ones((B,), dtype=neg.dtype, device=neg.device), stats={},
+    )
