@@ -77,17 +77,22 @@ def train_main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={args.nproc}", "-m", "dsl_torchrec.train", *rest]
         return subprocess.call(cmd)
-    from .dist import init_distributed
-    from .train.report import results_table
-    from .train.trainer import train
-
     import torch.distributed as dist
+
+    from .dist import init_distributed
+    from .train.preemption import REQUEUE_EXIT_CODE
+    from .train.report import results_table
+    from .train.trainer import Preempted, train
 
     try:
         env = init_distributed()
         results = train(cfg, env)
     except USER_ERRORS as e:
         return _fail("dsl-train", e)
+    except Preempted as e:
+        print(f"dsl-train: {e}; exiting with {REQUEUE_EXIT_CODE} so the launcher requeues "
+              "(rerun the same command to resume)", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -103,41 +108,73 @@ def train_main(argv: list[str] | None = None) -> int:
 def eval_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="dsl-eval",
-        description="Show a run's results, or evaluate the popularity baseline on a dataset.")
+        description="Evaluate a run's latest checkpoint on a split (any world size: under "
+        "torchrun the tables are resharded onto the current ranks), or the popularity "
+        "baseline on a dataset.")
     p.add_argument("--run-dir", help="run directory written by dsl-train")
     p.add_argument("--data", help="dataset directory (for --baseline)")
     p.add_argument("--baseline", choices=["popularity"], help="evaluate a baseline on --data")
     p.add_argument("--split", default="test")
-    p.add_argument("--k", type=int, nargs="+", default=[20])
+    p.add_argument("--k", type=int, nargs="+", default=None, help="default: the run's eval.k")
+    p.add_argument("--batch-size", type=int, default=1024, help="query users per rank per step")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="config overrides, e.g. sharding.type=table_wise")
     args = p.parse_args(argv)
     try:
+        if not args.baseline and not args.run_dir:
+            raise ConfigError("give --run-dir DIR (or --baseline popularity --data DIR)")
+        if args.baseline and not args.data:
+            raise ConfigError("--baseline needs --data DIR")
+        from .dist import init_distributed
+        from .eval import evaluate_model, evaluate_popularity
+
+        env = init_distributed()
         if args.baseline:
             from .data.dataset import InteractionData
-            from .eval import evaluate_popularity
 
-            if not args.data:
-                raise ConfigError("--baseline needs --data DIR")
             data = InteractionData(args.data)
-            if not data.has_split(args.split):
-                raise DataError(args.data, f"no split {args.split!r}", field="splits",
-                                expected="one of " + ", ".join(data.split_names))
-            exclude = ["train"] + (["valid"] if args.split == "test" and data.has_split("valid")
-                                   else [])
-            print(json.dumps(evaluate_popularity(data, args.split, exclude, args.k, 4096),
-                             indent=2))
-            return 0
-        if not args.run_dir:
-            raise ConfigError("give --run-dir DIR (or --baseline popularity --data DIR)")
-        path = Path(args.run_dir) / "results.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: has the run finished?")
-        from .train.report import results_table
+        else:
+            from .train.offline import load_run
 
-        results = json.loads(path.read_text())
-        print(results_table(results, args.k))
+            cfg, data, sm, latest = load_run(args.run_dir, env.device, args.overrides)
+        if not data.has_split(args.split):
+            raise DataError(data.directory, f"no split {args.split!r}", field="splits",
+                            expected="one of " + ", ".join(data.split_names))
+        exclude = ["train"] + (["valid"] if args.split == "test" and data.has_split("valid")
+                               else [])
+        ks = args.k or ([20] if args.baseline else list(cfg.eval.k))
+        if args.baseline:
+            metrics = evaluate_popularity(data, args.split, exclude, ks, args.batch_size)
+        else:
+            metrics = evaluate_model(sm.module, data, args.split, exclude, ks, args.batch_size)
+        if env.is_main:
+            where = "popularity baseline" if args.baseline else str(latest)
+            print(json.dumps({"split": args.split, "source": where,
+                              "world_size": env.world_size, **metrics}, indent=2))
         return 0
     except USER_ERRORS as e:
         return _fail("dsl-eval", e)
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="dsl-export",
+        description="Write a run's user and item embeddings (latest checkpoint) to parquet, "
+        "with their original ids where the dataset has vocabularies (for an ANN index).")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--out", required=True, help="output directory (users/, items/ parquet parts)")
+    args = p.parse_args(argv)
+    try:
+        from .dist import init_distributed
+        from .train.offline import export_embeddings
+
+        env = init_distributed()
+        out = export_embeddings(args.run_dir, args.out, env.device)
+        if env.is_main:
+            print(f"wrote {out}/users and {out}/items")
+        return 0
+    except USER_ERRORS as e:
+        return _fail("dsl-export", e)
 
 
 def data_main(argv: list[str] | None = None) -> int:

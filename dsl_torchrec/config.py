@@ -46,6 +46,23 @@ class NegativesConfig:
     num_sampled: int = 2048  # R shared uniform negatives per step (0 = off)
     logq: bool = True  # subtract log expected count of each candidate
     mask_accidental_hits: bool = True
+    # cross-batch memory: the last Q global in-batch positives of earlier steps (0 = off)
+    memory_size: int = 0
+    memory_max_age: int = 0  # steps; older entries are not candidates (0 = no limit but Q)
+    # stored: the memory's detached vectors (no extra lookup, no gradient to those rows);
+    # fresh: the memory's ids looked up again each step, with gradient (+M lookups)
+    memory_vectors: Literal["stored", "fresh"] = "stored"
+    # shared sampled negatives: uniform over the catalogue, or q_j ∝ train_count_j^α
+    sampling: Literal["uniform", "popularity"] = "uniform"
+    popularity_alpha: float = 0.75
+    # also mask candidates that are positives of the same user within the global batch
+    mask_same_user: bool = False
+    # where the in-batch / memory item frequencies of logQ come from: exact training counts,
+    # or a streaming estimate (Yi et al. 2019 hashed "last seen / average gap" arrays)
+    frequency: Literal["exact", "streaming"] = "exact"
+    streaming_buckets: int = 1 << 20  # H, buckets per hash array
+    streaming_hashes: int = 2  # m hash arrays; the estimate takes the largest gap
+    streaming_lr: float = 0.01  # α of the gap moving average (a running mean until 1/α hits)
 
 
 @dataclass
@@ -85,6 +102,8 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int = 0  # 0 = whole epoch (for smoke tests)
     progress: bool = True
+    checkpoint_every: int = 1000  # steps; 0 = only at the end of training (and on preemption)
+    keep_checkpoints: int = 2
 
 
 @dataclass

@@ -42,7 +42,16 @@ def init_distributed(timeout_s: float = 600.0) -> DistEnv:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s)
-        if "MASTER_ADDR" in os.environ:
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # torchrun keeps one agent store across elastic restarts; without a per-attempt
+            # prefix, restarted gloo workers read the dead workers' addresses and hang.
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                 world_size, is_master=False, timeout=timeout)
+            store = dist.PrefixStore(f"dsl_torchrec/attempt{attempt}", base)
+            dist.init_process_group(backend=backend, store=store, rank=rank,
+                                    world_size=world_size, timeout=timeout)
+        elif "MASTER_ADDR" in os.environ:
             dist.init_process_group(backend=backend, timeout=timeout)
         else:
             import tempfile

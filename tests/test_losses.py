@@ -196,6 +196,8 @@ def test_dsl_knobs_off_is_bitwise_sl_and_item_sim_ignored():
     dict(kappa_hard=-0.25, kappa_sim=-0.5, gamma=0.5, w_max=2.0, slate_size=5),
     dict(kappa_hard=0.5, kappa_sim=0.0, gamma=1.0, dro_scale=False, include_positive=False),
     dict(kappa_sim=-0.5, gamma=0.5, temp_range=1.2, slate_size=50),
+    dict(kappa_hard=-1.0, kappa_sim=-0.5, gamma=0.5),  # 1/τ_b + κ_h/τ₀ < 0 on some rows
+    dict(kappa_sim=-10.0, gamma=0.0),  # z spans 200: exp overflows without the right shift
 ])
 @pytest.mark.parametrize("log_q_kind", [None, "C", "BC"])
 def test_dsl_matches_reference(knobs, log_q_kind):
@@ -259,7 +261,7 @@ def test_mean_inverse_temperature_is_inverse_tau0(gamma, temp_range):
     assert tau[ne].std() > 1e-3  # per-example temperatures really vary
 
 
-# --------------------------------------------------------------------------- 4. no gradient via w, τ
+# --------------------------------------------------------------------------- 4. no grad via w, τ
 
 
 @pytest.mark.parametrize("knobs", [
@@ -529,6 +531,7 @@ def test_half_precision_inputs_are_upcast(name):
 
 @pytest.mark.parametrize("B,C,k,group_size", [
     (5, 6000, 20, 64), (3, 1027, 7, 16), (4, 640, 20, 8), (2, 300, 3, 5), (3, 50, 20, 64),
+    (3, 4096, 20, None), (2, 3001, 5, None),
 ])
 def test_top_values_is_exact(B, C, k, group_size):
     g = torch.Generator().manual_seed(15)
@@ -540,6 +543,26 @@ def test_top_values_is_exact(B, C, k, group_size):
     x[-1, -3:] = 9.0
     got = F.top_values(x, k, group_size=group_size).sort(1, descending=True).values
     assert torch.equal(got, x.topk(min(k, C), 1).values)
+    xt = x.T.contiguous().T  # same values, column-major
+    got = F.top_values(xt, k, group_size=group_size).sort(1, descending=True).values
+    assert torch.equal(got, x.topk(min(k, C), 1).values)
+
+
+def test_non_contiguous_scores_and_repeated_backward():
+    pos, neg, valid, sim, log_q = make_inputs(B=5, C=1200, seed=23, empty_rows=(2,))
+    a = F.dsl_loss(pos, neg, valid, sim, log_q, kappa_hard=0.2)
+    negt = neg.T.contiguous().T.requires_grad_()
+    b = F.dsl_loss(pos, negt, valid, sim.T.contiguous().T, log_q, kappa_hard=0.2)
+    close(a.per_row, b.per_row, rtol=1e-6, atol=1e-6)
+    close(a.temperatures, b.temperatures, rtol=1e-6, atol=0)
+    # backward twice through one graph: the gradient buffer reused from forward must not be
+    # handed out twice (the first gradient would change under the caller's feet)
+    out = F.dsl_loss(pos, negt, valid, sim, log_q)
+    g1 = torch.autograd.grad(out.loss, negt, retain_graph=True)[0]
+    g1_copy = g1.clone()
+    g2 = torch.autograd.grad(out.loss, negt, grad_outputs=torch.tensor(2.0))[0]
+    assert torch.equal(g1, g1_copy)
+    close(g2, 2 * g1, rtol=1e-6, atol=0)
 
 
 def test_dsl_matches_reference_on_a_wide_row():
@@ -576,6 +599,8 @@ def test_count_valid_fast_path_matches_sum():
         assert torch.equal(got, v.sum(1).float())
         got = F._count_valid(v[:, 1:], 5, C - 1, torch.zeros(1))
         assert torch.equal(got, v[:, 1:].sum(1).float())
+        ws = torch.empty(5, C)
+        assert torch.equal(F._count_valid(v, 5, C, ws, workspace=ws), v.sum(1).float())
 
 
 # --------------------------------------------------------------------------- modules, registry
@@ -634,3 +659,23 @@ def test_loss_output_fields_and_lazy_weights():
     assert built.stats["a"] == 1.0 and torch.equal(built.weights, valid.float())
     with pytest.raises(TypeError):
         LossOutput(out.loss, out.per_row)  # type: ignore[call-arg]
+
+
+def test_invalid_arguments_are_rejected_with_the_name():
+    pos, neg, valid, sim, log_q = make_inputs(B=3, C=8, seed=24)
+    with pytest.raises(ValueError, match="C = 0"):
+        F.sl_loss(pos, neg[:, :0], temperature=0.1)
+    with pytest.raises(ValueError, match="pos"):
+        F.dsl_loss(pos[:2], neg)
+    with pytest.raises(ValueError, match="valid"):
+        F.dsl_loss(pos, neg, valid.int())
+    with pytest.raises(ValueError, match="log_q"):
+        F.sl_loss(pos, neg, valid, log_q[:3], temperature=0.1)
+    with pytest.raises(ValueError, match="item_sim"):
+        F.dsl_loss(pos, neg, valid, sim[:, :3])
+    with pytest.raises(ValueError, match="temperature"):
+        F.sl_loss(pos, neg, temperature=0.0)
+    with pytest.raises(ValueError, match="slate_size"):
+        F.dsl_loss(pos, neg, slate_size=0)
+    with pytest.raises(ValueError, match="activation"):
+        PSLLoss(activation="sigmoid")

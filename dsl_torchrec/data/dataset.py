@@ -18,24 +18,32 @@ class InteractionData:
     """A dataset directory opened for reading; split arrays are loaded lazily and cached.
 
     Opening checks, for every split, that the file is there with the right schema and row
-    count and that all ids lie in [0, num_users) / [0, num_items) (from the parquet min/max
-    statistics; the column is only read to find the offending row), and that train is not
-    empty. ``verify=True`` also checks the sha256 of every file.
+    count, that it is not empty, and that all ids lie in [0, num_users) / [0, num_items) (from
+    the parquet min/max statistics; the column is only read to find the offending row), and
+    (``require_train``) that there is a train split. ``verify=True`` also checks the sha256 of
+    every file and (``check_unseen_users``) that every user of the other splits has a train
+    interaction, which reads the user columns.
     """
 
-    def __init__(self, directory: str | PathLike[str], *, verify: bool = False) -> None:
+    def __init__(self, directory: str | PathLike[str], *, verify: bool = False,
+                 require_train: bool = True) -> None:
         self.directory = Path(directory)
         self.manifest = Manifest.read(self.directory)
         self._cache: dict[str, Pairs] = {}
+        self._ts_cache: dict[str, np.ndarray | None] = {}
         self.manifest.verify(self.directory, checksums=verify)
-        if "train" not in self.manifest.splits:
+        if require_train and "train" not in self.manifest.splits:
+            hint = ("this is an unsplit log: run `dsl-data split --in DIR --out DIR2 ...`"
+                    if "all" in self.manifest.splits else None)
             raise DataError(self.directory / "manifest.json", "no 'train' split", field="splits",
-                            expected="a train split")
+                            expected="a train split", hint=hint)
         for split in self.manifest.splits:
+            if self.manifest.splits[split]["rows"] == 0:
+                raise DataError(self.manifest.split_path(self.directory, split),
+                                f"{split} split is empty", expected="at least one interaction")
             self._check_ids(split)
-        if self.manifest.splits["train"]["rows"] == 0:
-            raise DataError(self.manifest.split_path(self.directory, "train"),
-                            "train split is empty", expected="at least one interaction")
+        if verify and "train" in self.manifest.splits:
+            self.check_unseen_users()
 
     @property
     def num_users(self) -> int:
@@ -63,6 +71,45 @@ class InteractionData:
             items.setflags(write=False)
             self._cache[name] = (users, items)
         return self._cache[name]
+
+    def has_timestamps(self, name: str) -> bool:
+        path = self.manifest.split_path(self.directory, name)
+        return pq.read_schema(path).get_field_index("timestamp") >= 0
+
+    def timestamps(self, name: str) -> np.ndarray | None:
+        """int64 [n] timestamps of split ``name`` (row-aligned with ``split``), or None."""
+        if name not in self._ts_cache:
+            ts = None
+            if self.has_timestamps(name):
+                path = self.manifest.split_path(self.directory, name)
+                ts = pq.read_table(path, columns=["timestamp"]).column("timestamp").to_numpy()
+                ts = ts.astype(np.int64, copy=False)
+                ts.setflags(write=False)
+            self._ts_cache[name] = ts
+        return self._ts_cache[name]
+
+    def split_path(self, name: str) -> Path:
+        return self.manifest.split_path(self.directory, name)
+
+    def unseen_users(self, split: str, reference: str = "train") -> np.ndarray:
+        """Row indices of ``split`` whose user has no interaction in ``reference``: int64 [k]."""
+        has = np.bincount(self.split(reference)[0], minlength=self.num_users) > 0
+        return np.flatnonzero(~has[self.split(split)[0]])
+
+    def check_unseen_users(self, reference: str = "train") -> None:
+        """DataError naming the first row of a non-train split whose user has no train row."""
+        for split in self.split_names:
+            if split == reference:
+                continue
+            bad = self.unseen_users(split, reference)
+            if bad.size:
+                users = self.split(split)[0]
+                n_users = np.unique(users[bad]).size
+                raise DataError(self.split_path(split), f"user {int(users[bad[0]])} has no "
+                                f"{reference} interaction ({n_users:,} such users, "
+                                f"{bad.size:,} rows)", row=int(bad[0]), field="user_id",
+                                expected=f"every {split} user to have at least one {reference} "
+                                "interaction")
 
     def rows(self, name: str) -> int:
         return int(self.manifest.splits[name]["rows"]) if name in self.manifest.splits else 0

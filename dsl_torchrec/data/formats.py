@@ -90,6 +90,8 @@ def _tokenize(data: bytes, path: Path, allowed: np.ndarray, line_offset: int) ->
         token, line = _token_at(data, int(start_pos[np.argmax(lengths)]))
         raise DataError(path, f"id {token!r} is too large", line=line + line_offset,
                         expected=f"an id of at most {_MAX_DIGITS} digits")
+    if start_pos.size == 0:  # blank or whitespace-only
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     # Every byte is a digit or whitespace here, so numpy's C parser sees only clean tokens.
     values = np.fromstring(data, dtype=np.int64, sep=" ")
     if values.size != start_pos.size:  # cannot happen on validated bytes; never return garbage
@@ -110,12 +112,20 @@ def _group_lines(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return heads, counts
 
 
+Triples = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 def read_lightgcn(path: str | PathLike[str]) -> Pairs:
     """Read a LightGCN/NGCF txt file: one line ``user item item ...`` per user.
 
     A line with a user and no items is fine, and so are blank lines. Returns
     (users int64 [N], items int64 [N]) in file order.
     """
+    users, items, _ = _lightgcn_lines(path)
+    return users, items
+
+
+def _lightgcn_lines(path: str | PathLike[str]) -> Triples:
     path = Path(path)
     data = _read_bytes(path)
     values, lines = _tokenize(data, path, _LIGHTGCN_OK, 0)
@@ -123,7 +133,7 @@ def read_lightgcn(path: str | PathLike[str]) -> Pairs:
     users = np.repeat(values[heads], counts - 1)
     is_item = np.ones(values.size, dtype=bool)
     is_item[heads] = False
-    return users, values[is_item]
+    return users, values[is_item], lines[is_item]
 
 
 def read_irb(path: str | PathLike[str]) -> Pairs:
@@ -131,6 +141,11 @@ def read_irb(path: str | PathLike[str]) -> Pairs:
 
     Blank lines are skipped. Returns (users int64 [N], items int64 [N]) in file order.
     """
+    users, items, _ = _irb_lines(path)
+    return users, items
+
+
+def _irb_lines(path: str | PathLike[str]) -> Triples:
     path = Path(path)
     data = _read_bytes(path)
     newline = data.find(b"\n")
@@ -146,7 +161,7 @@ def read_irb(path: str | PathLike[str]) -> Pairs:
         k = int(np.argmax(wrong))
         raise DataError(path, f"{int(counts[k])} field(s) on the line", line=int(lines[heads[k]]),
                         expected="2 tab-separated fields: user_procid, item_procid")
-    return values[0::2].copy(), values[1::2].copy()
+    return values[0::2].copy(), values[1::2].copy(), lines[0::2].copy()
 
 
 READERS: dict[str, Callable[[str | PathLike[str]], Pairs]] = {
@@ -163,3 +178,9 @@ def read_pairs(fmt: str, path: str | PathLike[str]) -> Pairs:
         raise DataError(path, f"unknown format {fmt!r}",
                         expected="one of " + ", ".join(sorted(READERS))) from None
     return reader(path)
+
+
+def read_pairs_lines(fmt: str, path: str | PathLike[str]) -> Triples:
+    """Like ``read_pairs`` plus the 1-based file line of each pair: int64 [N]."""
+    read_pairs(fmt, path) if fmt not in READERS else None  # the unknown-format error
+    return {"lightgcn": _lightgcn_lines, "irb": _irb_lines}[fmt](path)

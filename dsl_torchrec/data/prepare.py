@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import DataError
-from .formats import READERS, read_pairs
-from .manifest import MANIFEST_NAME, SPLIT_SCHEMA, Manifest, sha256_file
+from .formats import READERS, read_pairs_lines
+from .manifest import MANIFEST_NAME, SPLIT_SCHEMA, SPLIT_SCHEMA_TS, Manifest, sha256_file
 
 ROW_GROUP_SIZE = 1 << 20  # rows; the loader reads per-rank slices by row group
 
@@ -63,6 +63,7 @@ class DatasetWriter:
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._rows: dict[str, int] = {}
+        self._files: dict[str, dict[str, Any]] = {}
         self._done = False
 
     def __enter__(self) -> DatasetWriter:
@@ -73,21 +74,35 @@ class DatasetWriter:
         if not self._done:
             self.abort()
 
-    def append(self, split: str, users: np.ndarray, items: np.ndarray) -> None:
-        """Append rows (users int64 [n], items int64 [n]) to ``split``; empty chunks are no-ops."""
-        if len(users) != len(items):
-            raise ValueError(f"split {split!r}: {len(users)} users but {len(items)} items")
+    def append(self, split: str, users: np.ndarray, items: np.ndarray,
+               timestamps: np.ndarray | None = None) -> None:
+        """Append rows (users int64 [n], items int64 [n], optional timestamps int64 [n]) to
+        ``split``; empty chunks are no-ops. Every chunk of a split has timestamps or none has."""
+        if len(users) != len(items) or (timestamps is not None and len(timestamps) != len(users)):
+            raise ValueError(f"split {split!r}: column lengths differ")
         if len(users) == 0:
             return
+        schema = SPLIT_SCHEMA if timestamps is None else SPLIT_SCHEMA_TS
         if split not in self._writers:
-            self._writers[split] = pq.ParquetWriter(self.tmp / f"{split}.parquet", SPLIT_SCHEMA)
+            self._writers[split] = pq.ParquetWriter(self.tmp / f"{split}.parquet", schema)
             self._rows[split] = 0
-        table = pa.table(
-            [pa.array(np.asarray(users, np.int64)), pa.array(np.asarray(items, np.int64))],
-            schema=SPLIT_SCHEMA,
-        )
+        elif self._writers[split].schema != schema:
+            raise ValueError(f"split {split!r}: chunks with and without timestamps")
+        cols = [users, items] + ([] if timestamps is None else [timestamps])
+        table = pa.table([pa.array(np.asarray(c, np.int64)) for c in cols], schema=schema)
         self._writers[split].write_table(table, row_group_size=self.row_group_size)
         self._rows[split] += len(users)
+
+    def add_file(self, name: str, table: pa.Table) -> None:
+        """Write ``table`` as ``<name>.parquet`` (a vocabulary: "users" / "items")."""
+        path = self.tmp / f"{name}.parquet"
+        pq.write_table(table, path)
+        self._files[name] = {"file": path.name, "rows": table.num_rows}
+
+    def copy_file(self, name: str, src: Path, rows: int) -> None:
+        """Copy an existing ``<name>.parquet`` (e.g. a vocabulary of the input dataset)."""
+        shutil.copyfile(src, self.tmp / f"{name}.parquet")
+        self._files[name] = {"file": f"{name}.parquet", "rows": int(rows)}
 
     def rows(self, split: str) -> int:
         """Rows appended to ``split`` so far."""
@@ -103,8 +118,10 @@ class DatasetWriter:
                     "sha256": sha256_file(self.tmp / f"{split}.parquet")}
             for split in self._writers
         }
+        files = {k: {**v, "sha256": sha256_file(self.tmp / v["file"])}
+                 for k, v in self._files.items()}
         manifest = Manifest(name=name, num_users=int(num_users), num_items=int(num_items),
-                            splits=splits, created_by=created_by)
+                            splits=splits, created_by=created_by, files=files)
         manifest.write(self.tmp)
         check_out_dir(self.out, self.overwrite)  # it may have appeared while we worked
         old = None
@@ -170,12 +187,15 @@ def prepare(
     seed: int = 0,
     name: str | None = None,
     overwrite: bool = False,
+    allow_unseen_users: bool = False,
 ) -> Manifest:
     """Read benchmark ``train`` / ``test`` (/ ``valid``) files and write a dataset dir at ``out``.
 
     Each split is deduplicated and sorted by user. Without a ``valid`` file and with
     ``valid_fraction > 0``, a seeded per-user fraction of train becomes ``valid`` (each user
-    keeps >= 1 train item). num_users / num_items = max id + 1 over all splits.
+    keeps >= 1 train item). num_users / num_items = max id + 1 over all splits. A test / valid
+    user without train interactions is a DataError naming its line unless
+    ``allow_unseen_users``. Empty files are DataErrors.
     """
     if format not in READERS:
         raise DataError(train, f"unknown format {format!r}",
@@ -190,12 +210,29 @@ def prepare(
     with DatasetWriter(out, overwrite=overwrite) as writer:  # fails fast on a taken `out`
         splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         duplicates: dict[str, int] = {}
+        lines: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for split, path in sources.items():
-            u, i = read_pairs(format, path)
+            u, i, line = read_pairs_lines(format, path)
+            if u.size == 0:
+                raise DataError(path, f"no interactions in the {split} file",
+                                expected=f"a non-empty {split} file")
+            lines[split] = (u, line)
             splits[split] = dedup_sort(u, i)
             duplicates[split] = int(u.size - splits[split][0].size)
-        if splits["train"][0].size == 0:
-            raise DataError(sources["train"], "no interactions", expected="a non-empty train file")
+        has_train = np.zeros(int(splits["train"][0].max()) + 1, dtype=bool)
+        has_train[splits["train"][0]] = True
+        for split in ("valid", "test"):
+            if split not in lines or allow_unseen_users:
+                continue
+            u, line = lines[split]
+            unseen = (u >= has_train.size) | ~has_train[np.minimum(u, has_train.size - 1)]
+            if unseen.any():
+                k = int(np.argmax(unseen))
+                raise DataError(sources[split], f"user {int(u[k])} has no interaction in the "
+                                f"train file ({np.unique(u[unseen]).size:,} such users)",
+                                line=int(line[k]), expected=f"every {split} user to appear in "
+                                f"{sources['train'].name}", hint="pass --allow-unseen-users to "
+                                "keep them (cold-start users)")
         carved = valid is None and valid_fraction > 0
         if carved:
             tu, ti = splits["train"]
@@ -216,5 +253,6 @@ def prepare(
             "valid_fraction": valid_fraction if carved else None,
             "valid_from": "carved from train" if carved else ("file" if valid else None),
             "duplicates_dropped": duplicates,
+            "dropped": {"duplicate_pairs": int(sum(duplicates.values()))},
         }
         return writer.finish(name or out.name, num_users, num_items, created_by)

@@ -12,7 +12,11 @@ Generative model:
 - a user's first n_u distinct items are kept (users short of distinct items after the first
   1.5 x n_u draws get more rounds, the last ones half from global popularity), then split at
   random into test / valid / train
-  (every user keeps >= 1 train item; test gets >= 1 whenever the user has >= 2 items).
+  (every user keeps >= 1 train item; test gets >= 1 whenever the user has >= 2 items);
+- with ``timestamps``, each user becomes active at a uniform time in the first half of
+  [time_start, time_start + time_span) and their interactions get sorted uniform times after
+  that, train first, then valid, then test, so the test split is also the leave-last temporal
+  one (``dsl-data split --protocol temporal`` on the union gives the same test rows).
 
 A user x cluster factorisation explains the data, so a matrix-factorisation model beats
 popularity by a wide margin. Work is O(interactions): users are generated in chunks of about
@@ -62,6 +66,9 @@ class SynthParams:
     test_fraction: float = 0.2
     valid_fraction: float = 0.1
     chunk_rows: int = 1_000_000
+    timestamps: bool = False
+    time_start: int = 1_600_000_000  # unix seconds (2020-09-13)
+    time_span: int = 365 * 86_400
 
     def validate(self, out: Path) -> None:
         def bad(name: str, expected: str) -> DataError:
@@ -86,6 +93,8 @@ class SynthParams:
                 raise bad(name, ">= 0")
         if self.dirichlet_alpha <= 0:
             raise bad("dirichlet_alpha", "> 0")
+        if self.time_span < 1:
+            raise bad("time_span", ">= 1 second")
 
 
 @dataclass
@@ -159,8 +168,9 @@ def _keep_first(user: np.ndarray, item: np.ndarray, want: np.ndarray,
 
 
 def _user_chunk(p: SynthParams, cat: Catalog, n_users: int,
-                rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Interactions of ``n_users`` users with local ids 0..n_users-1, split and sorted."""
+                rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
+    """Interactions of ``n_users`` users with local ids 0..n_users-1, split and sorted:
+    split -> (users, items[, timestamps]) int64 [n] each."""
     mean = p.interactions / p.users
     sigma = p.count_sigma
     want = np.rint(mean * rng.lognormal(-sigma * sigma / 2, sigma, size=n_users))
@@ -201,11 +211,27 @@ def _user_chunk(p: SynthParams, cat: Catalog, n_users: int,
     n_valid = np.floor(p.valid_fraction * have + 0.5).astype(np.int64)
     n_valid = np.clip(n_valid, 0, have - 1 - n_test)
     r_test, r_valid = n_test[user], (n_test + n_valid)[user]
-    out = {}
+    ts = None
+    if p.timestamps:
+        # Sorted uniform times per user after a uniform start; rank 0 (test) is the latest.
+        start = p.time_start + rng.integers(0, max(1, p.time_span // 2), size=n_users)
+        length = p.time_start + p.time_span - start
+        frac = rng.random(user.size)
+        frac = frac[np.lexsort((frac, user))]  # ascending within each user's (contiguous) rows
+        first = np.repeat(np.cumsum(have) - have, have)
+        chrono = first + (have[user] - 1 - rank)  # position of this row in time order
+        ts = start[user] + (frac[chrono] * length[user]).astype(np.int64)
+    out: dict[str, tuple[np.ndarray, ...]] = {}
     for split, mask in (("train", rank >= r_valid), ("valid", (rank >= r_test) & (rank < r_valid)),
                         ("test", rank < r_test)):
-        key = np.sort(user[mask] * p.items + item[mask])
-        out[split] = (key // p.items, key % p.items)
+        key = user[mask] * p.items + item[mask]
+        if ts is None:
+            key = np.sort(key)
+            out[split] = (key // p.items, key % p.items)
+        else:
+            order = np.argsort(key)
+            key = key[order]
+            out[split] = (key // p.items, key % p.items, ts[mask][order])
     return out
 
 
@@ -228,6 +254,7 @@ def synth(
     items nobody drew). Deterministic given all parameters.
     """
     out = Path(out)
+    row_group_size = int(knobs.pop("row_group_size", 0)) or None
     unknown = set(knobs) - set(SynthParams.__dataclass_fields__)
     if unknown:
         raise DataError(out, f"unknown synth parameter(s) {sorted(unknown)}",
@@ -235,7 +262,8 @@ def synth(
     p = SynthParams(users=users, items=items, interactions=interactions, seed=seed, **knobs)
     p.validate(out)
     started = time.perf_counter()
-    with DatasetWriter(out, overwrite=overwrite) as writer:
+    kw = {} if row_group_size is None else {"row_group_size": row_group_size}
+    with DatasetWriter(out, overwrite=overwrite, **kw) as writer:
         cat = make_catalog(p.items, p.clusters, p.zipf_a, p.seed)
         mean = p.interactions / p.users
         chunk_users = max(1, int(p.chunk_rows / max(mean, p.min_per_user)))
@@ -244,8 +272,8 @@ def synth(
             rng = np.random.default_rng(np.random.SeedSequence(p.seed, spawn_key=(_USER_STREAM, c)))
             lo = c * chunk_users
             n = min(chunk_users, p.users - lo)
-            for split, (u, i) in _user_chunk(p, cat, n, rng).items():
-                writer.append(split, u + lo, i)
+            for split, (u, i, *t) in _user_chunk(p, cat, n, rng).items():
+                writer.append(split, u + lo, i, t[0] if t else None)
             if progress is not None and (n_chunks <= 20 or (c + 1) % max(1, n_chunks // 20) == 0
                                          or c + 1 == n_chunks):
                 rows = sum(writer.rows(s) for s in ("train", "valid", "test"))

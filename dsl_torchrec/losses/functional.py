@@ -8,9 +8,12 @@ Every loss computes in float32 (float64 inputs stay float64), returns a ``LossOu
 ``loss`` is the mean of ``per_row`` over the local rows, and gives a row with no valid candidate
 a loss of exactly 0 and a zero gradient.
 
-Memory: the softmax losses hold one [B, C] buffer in forward (the logits, turned into their
-exponentials in place) and allocate one in backward (the gradient). The DSL branches reuse that
-buffer, so DSL costs SL's allocations plus a few in-place passes and the top-M slate.
+Memory and speed: SL allocates one [B, C] buffer in forward (the logits, turned into their
+exponentials in place and kept for backward) and one in backward (the gradient). DSL allocates
+the same two, both in forward: the logits buffer (holding the masked scores for the slate
+first) and a scratch buffer for the κ logits, which backward then fills with the gradient. On
+top of SL it costs a few in-place [B, C] passes (reading ``item_sim``, one more exp and
+reductions) and the exact top-M slate; no Python loop over rows, no host synchronisation.
 """
 
 from __future__ import annotations
@@ -106,6 +109,8 @@ def _prepare(
     if neg.dim() != 2:
         raise ValueError(f"neg must be [B, C], got shape {tuple(neg.shape)}")
     B, C = neg.shape
+    if C == 0:
+        raise ValueError("neg has no candidate columns (C = 0)")
     if pos.shape != (B,):
         raise ValueError(f"pos must be [B]={B}, got shape {tuple(pos.shape)}")
     if valid is not None:
@@ -141,15 +146,24 @@ def _all_reduce_sum(t: Tensor, group: Any) -> Tensor:
     return t
 
 
-def _count_valid(valid: Tensor | None, B: int, C: int, like: Tensor) -> Tensor:
+def _count_valid(valid: Tensor | None, B: int, C: int, like: Tensor,
+                 workspace: Tensor | None = None) -> Tensor:
     """n_b [B] in ``like``'s dtype. A bool sum casts every element and is several times slower
     than a pass over the data on CPU; reading the flags as int64 words and adding their 8 bytes
-    with one multiply (each byte is 0 or 1, so the top byte holds the count) is not."""
+    with one multiply (each byte is 0 or 1, so the top byte holds the count; the product wraps
+    modulo 2^64) is not. ``workspace``: an optional contiguous float32/64 [B, C] buffer, free
+    to overwrite, that holds the [B, C/8] products instead of a new allocation."""
     if valid is None:
         return torch.full((B,), float(C), dtype=like.dtype, device=like.device)
     if C % 8 == 0 and valid.is_contiguous() and valid.storage_offset() % 8 == 0:
-        words = valid.view(torch.int64) * 0x0101010101010101
-        return words.bitwise_right_shift_(56).sum(1).to(like.dtype)
+        words = valid.view(torch.int64)
+        if (workspace is not None and workspace.is_contiguous()
+                and workspace.element_size() >= 4 and workspace.numel() >= B * C):
+            out = workspace.view(-1).view(torch.int64)[: words.numel()].view(words.shape)
+            prod = torch.mul(words, 0x0101010101010101, out=out)
+        else:
+            prod = words * 0x0101010101010101
+        return prod.bitwise_right_shift_(56).sum(1).to(like.dtype)
     return valid.sum(1).to(like.dtype)
 
 
@@ -179,9 +193,6 @@ class _RowLogSumExp(torch.autograd.Function):
     def forward(ctx: Any, neg: Tensor, logits: Tensor, grad_scale: Tensor,
                 grad_buffer: Tensor | None) -> Tensor:
         ctx.grad_buffer = grad_buffer
-        ctx.empty = logits.shape[1] == 0
-        if ctx.empty:
-            return logits.new_full((logits.shape[0],), _NEG_INF)
         m = logits.amax(1, keepdim=True)
         m = torch.where(torch.isinf(m), torch.zeros_like(m), m)  # all −inf rows: exp(−inf) = 0
         e = logits.sub_(m).exp_()
@@ -193,7 +204,7 @@ class _RowLogSumExp(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, None, None, None]:
         buf, ctx.grad_buffer = ctx.grad_buffer, None  # a second backward gets a fresh tensor
-        if ctx.empty or not ctx.needs_input_grad[0]:
+        if not ctx.needs_input_grad[0]:
             return None, None, None, None
         e, s, grad_scale = ctx.saved_tensors
         # softmax = e / s; rows with s = 0 (fully masked) get 0, not 0/0
@@ -339,29 +350,37 @@ def weighted_softmax_loss(
 def top_values(masked: Tensor, k: int, group_size: int | None = None) -> Tensor:
     """The k largest values of each row of ``masked`` [B, C] (−inf = excluded), [B, k], unsorted.
 
-    Exact, and cheaper than one top-k over C columns: split each row into groups of
-    ``group_size`` (default: a power of two near sqrt(C / k)), keep the k groups with the
-    largest maxima (the k-th of those maxima bounds the k-th value from below, so every top-k
-    value lies in them or in the ragged tail), and take the top-k of those k·group_size
-    (+ tail) values."""
-    B, C = masked.shape
-    k = min(k, C)
-    g = group_size or 1 << max(int(math.log2(max(C / max(k, 1), 1)) / 2), 0)
-    n_groups = C // g
-    if g < 2 or n_groups < 4 * k:
-        return masked.topk(k, dim=1, sorted=False).values
-    main = masked[:, : n_groups * g]
-    gidx = main.unflatten(1, (n_groups, g)).amax(2).topk(k, dim=1, sorted=False).indices
-    if masked.is_contiguous() and n_groups * g == C:
-        # rows of g contiguous values: index_select copies them far faster than gather
-        flat = gidx + torch.arange(B, device=gidx.device).unsqueeze(1) * n_groups
-        picked = masked.view(B * n_groups, g).index_select(0, flat.flatten()).view(B, k * g)
-    else:
-        rows = torch.arange(B, device=gidx.device).unsqueeze(1)
-        picked = main.unflatten(1, (n_groups, g))[rows, gidx].flatten(1)
-        if n_groups * g < C:
-            picked = torch.cat([picked, masked[:, n_groups * g :]], dim=1)
-    return picked.topk(k, dim=1, sorted=False).values
+    Exact, and several times cheaper than one top-k over C columns on CPU: partition the row
+    into G groups, keep the k groups with the largest maxima and repeat on their values (+ the
+    ragged tail) until few are left. The k-th largest kept maximum bounds the k-th value from
+    below and every group left out has its maximum below it, so no top-k value is lost. Groups
+    are runs of contiguous columns when those are long (fast to copy out), else columns
+    j ≡ c mod G (fast to reduce). ``group_size`` fixes the first level's group size (tests);
+    by default a power of two leaving about 4k groups."""
+    B = masked.shape[0]
+    x = masked
+    k = max(min(k, x.shape[1]), 1)
+    rows = torch.arange(B, device=x.device).unsqueeze(1)
+    while True:
+        n = x.shape[1]
+        g = group_size or (1 << max(int(math.log2(max(n // (4 * k), 1))), 0))
+        n_groups = n // g
+        # a top-k over a few hundred values costs about as much as one more level
+        if g < 2 or n_groups <= k or (group_size is None and n <= 16 * k):
+            break
+        group_size = None
+        if g >= 32 and n_groups * g == n and x.is_contiguous():
+            gidx = x.view(B, n_groups, g).amax(2).topk(k, dim=1, sorted=False).indices
+            pool = x.view(B * n_groups, g).index_select(0, (gidx + rows * n_groups).flatten())
+            x = pool.view(B, k * g)
+            continue
+        main = x[:, : g * n_groups].unflatten(1, (g, n_groups))  # [B, g, G], group = column
+        gidx = main.amax(1).topk(k, dim=1, sorted=False).indices  # [B, k]
+        pool = main.gather(2, gidx.unsqueeze(1).expand(B, g, k)).flatten(1)  # [B, g·k]
+        if g * n_groups < n:
+            pool = torch.cat([pool, x[:, g * n_groups :]], dim=1)
+        x = pool
+    return x.topk(k, dim=1, sorted=False).values
 
 
 @torch.no_grad()
@@ -407,43 +426,22 @@ def competition_temperatures(
 
 
 def _kappa_logits_(
-    out: Tensor, neg_d: Tensor, item_sim: Tensor | None, kappa_hard: float, kappa_sim: float,
-    tau0: float, valid: Tensor | None,
+    out: Tensor, neg_d: Tensor | None, item_sim: Tensor | None, kappa_hard: float,
+    kappa_sim: float, tau0: float, valid: Tensor | None,
 ) -> Tensor:
     """z_bj = (κ_h·s_bj + κ_s·a_bj)/τ₀ into ``out``, −inf where invalid. The −κ_h·s⁺_b/τ₀ of the
     hardness is a per-row constant, which the softmax over the row cancels, so it is omitted."""
     if item_sim is not None and kappa_sim != 0.0:
         torch.mul(item_sim, kappa_sim / tau0, out=out)
         if kappa_hard != 0.0:
+            assert neg_d is not None
             out.add_(neg_d, alpha=kappa_hard / tau0)
     else:
+        assert neg_d is not None
         torch.mul(neg_d, kappa_hard / tau0, out=out)
     if valid is not None:
         torch.where(valid, out, out.new_full((), _NEG_INF), out=out)
     return out
-
-
-def _kappa_lse_(
-    out: Tensor, neg_d: Tensor, item_sim: Tensor | None, kappa_hard: float, kappa_sim: float,
-    tau0: float, valid: Tensor | None,
-) -> Tensor:
-    """lse_z_b = log Σ_{j valid} exp(z_bj) [B], using ``out`` [B, C] as scratch (overwritten).
-    −inf for rows without a valid entry."""
-    if kappa_hard != 0.0 or item_sim is None:
-        return _logsumexp_(_kappa_logits_(out, neg_d, item_sim, kappa_hard, kappa_sim, tau0, valid))
-    # z = α·a only (the default): mask, shift and scale in two passes instead of four. The
-    # masked entries get +inf (α < 0) or −inf (α > 0), which α turns into −inf.
-    alpha = kappa_sim / tau0
-    if valid is None:
-        out.copy_(item_sim)
-    else:
-        fill = out.new_full((), math.inf if alpha < 0 else _NEG_INF)
-        torch.where(valid, item_sim, fill, out=out)
-    extreme = out.amin(1, keepdim=True) if alpha < 0 else out.amax(1, keepdim=True)
-    m = alpha * extreme  # max_j z_bj, −inf for an empty row
-    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
-    torch.add(-m, out, alpha=alpha, out=out)  # z − m
-    return m.squeeze(1) + out.exp_().sum(1).log()
 
 
 def _logsumexp_(x: Tensor) -> Tensor:
@@ -505,19 +503,34 @@ def dsl_loss(
     B, C = neg.shape
     dt, dev = neg.dtype, neg.device
     neg_d, pos_d = neg.detach(), pos.detach()
-    invalid = None if valid is None else ~valid
     kappa_on = kappa_hard != 0.0 or (kappa_sim != 0.0 and item_sim is not None)
+    sim_only = kappa_on and kappa_hard == 0.0 and w_max is None  # z = α·a: the default
     ca_on = gamma != 0.0
     stats: dict[str, Tensor] = {}
-    buf: Tensor | None = None  # the one [B, C] forward buffer, reused by every stage
+    # Two [B, C] buffers, as many as SL allocates: ``buf`` becomes the logits (the masked scores
+    # first, for the slate) and ``scratch`` holds the κ logits, then the gradient in backward.
+    buf: Tensor | None = None
+    scratch: Tensor | None = None
+    n: Tensor | None = None
+    row_shift: Tensor | None = None
 
     with torch.no_grad():
+        mask_add: Tensor | None = None
+        if sim_only:
+            scratch = torch.empty_like(neg_d, memory_format=torch.contiguous_format)
+            if valid is not None:
+                # the mask as an additive 0 / −inf: a uint8 -> float copy and a log are two
+                # fast passes, where a bool-conditioned where() is several times slower on CPU
+                mask_add = scratch.copy_(valid.view(torch.uint8)).log_()
+
         if ca_on:
-            masked = neg_d if invalid is None else neg_d.masked_fill(invalid, _NEG_INF)
-            buf = None if invalid is None else masked
+            if mask_add is not None:
+                buf = neg_d + mask_add
+            elif valid is not None:
+                buf = torch.where(valid, neg_d, neg_d.new_full((), _NEG_INF))
             tau, _, mu, sigma = competition_temperatures(
-                pos_d, masked, temperature=tau0, slate_size=slate_size, gamma=gamma,
-                temp_range=temp_range, group=_resolve_group(group),
+                pos_d, neg_d if buf is None else buf, temperature=tau0, slate_size=slate_size,
+                gamma=gamma, temp_range=temp_range, group=_resolve_group(group),
             )
             stats.update(mu=mu, sigma=sigma)
         else:
@@ -525,48 +538,71 @@ def dsl_loss(
         inv_tau = tau.reciprocal()
         rho = tau / tau0 if (ca_on and dro_scale) else None
 
-        row_shift: Tensor | None = None
-        log_w: Tensor | None = None
-        fwd_scale, sim_coef = inv_tau, 0.0
-        n: Tensor | None = None
         weights: Callable[[], Tensor]
-        if kappa_on:
+        if sim_only:
+            # log w_bj = z_bj − lse_z_b + log n_b: z is added to the logits (logits = s/τ_b + z,
+            # one fused pass) and the per-row rest kept as a shift of the row's logsumexp, so
+            # the weights need no buffer and are only materialised if read
+            assert scratch is not None and item_sim is not None
+            alpha = kappa_sim / tau0
+            if mask_add is not None:
+                z = scratch.add_(item_sim, alpha=alpha)
+            else:
+                z = torch.mul(item_sim, alpha, out=scratch)
+            col = inv_tau.unsqueeze(1)
+            logits = (torch.addcmul(z, neg_d, col) if buf is None
+                      else torch.addcmul(z, neg_d, col, out=buf))
+            if log_q is not None:
+                logits.sub_(log_q)
+            lse_z = _logsumexp_(z)
+            n = _count_valid(valid, B, C, neg_d, workspace=scratch)
+            log_n = n.log()
+            row_shift = torch.where(n > 0, log_n - lse_z, 0)
+            weights = _lazy_kappa_weights(None, item_sim, 0.0, kappa_sim, tau0, valid, lse_z,
+                                          log_n)
+        elif kappa_on:
+            # hardness (κ_h ≠ 0) or a cap: the general form
+            scratch = torch.empty_like(neg_d, memory_format=torch.contiguous_format)
             n = _count_valid(valid, B, C, neg_d)
             log_n = n.log()
-            if buf is None:
-                buf = torch.empty_like(neg_d, memory_format=torch.contiguous_format)
-            z = _kappa_logits_(buf, neg_d, item_sim, kappa_hard, kappa_sim, tau0, invalid)
+            z = _kappa_logits_(scratch, neg_d, item_sim, kappa_hard, kappa_sim, tau0, valid)
+            log_w: Tensor | None = None
             if w_max is None:
-                # log w_bj = z_bj − lse_z_b + log n_b. Only the per-row part is kept; z is put
-                # back into the logits as it is built (the hardness part by scaling s with
-                # 1/τ_b + κ_h/τ₀, the similarity part by one in-place add), so z needs no
-                # buffer of its own and the weights are only materialised if read.
+                # the hardness part of z is linear in s: scale s by 1/τ_b + κ_h/τ₀ in the
+                # logits instead of adding it (the gradient still uses 1/τ_b)
                 lse_z = _logsumexp_(z)
                 row_shift = torch.where(n > 0, log_n - lse_z, 0)
                 fwd_scale, sim_coef = inv_tau + kappa_hard / tau0, kappa_sim / tau0
                 weights = _lazy_kappa_weights(neg_d, item_sim, kappa_hard, kappa_sim, tau0,
-                                              invalid, lse_z, log_n)
+                                              valid, lse_z, log_n)
             else:
-                # the cap needs the weights themselves: keep log w in z, build logits elsewhere
+                # the cap needs the weights themselves: log w stays in scratch
                 log_w = z
-                log_w.sub_(torch.where(n > 0, torch.logsumexp(log_w, 1) - log_n, 0).unsqueeze(1))
-                log_w.clamp_(max=math.log(w_max))
-                log_w.sub_(torch.where(n > 0, torch.logsumexp(log_w, 1) - log_n, 0).unsqueeze(1))
-                buf = None
+                for cap in (math.log(w_max), None):
+                    log_w.sub_(torch.where(n > 0, torch.logsumexp(log_w, 1) - log_n, 0)
+                               .unsqueeze(1))
+                    if cap is not None:
+                        log_w.clamp_(max=cap)
+                fwd_scale, sim_coef = inv_tau, 0.0
                 weights = functools.cache(log_w.exp)
+                scratch = None  # read by the lazy weights, so not free for the gradient
+            logits = _build_logits(neg_d, fwd_scale, valid, log_q, sim=item_sim,
+                                   sim_coef=sim_coef, log_offsets=log_w, out=buf,
+                                   premasked=buf is not None, scale_positive=kappa_hard >= 0.0)
         else:
-            weights = functools.cache(_valid_weights(valid, B, C, neg_d))
-
-        logits = _build_logits(neg_d, fwd_scale, invalid, log_q, sim=item_sim, sim_coef=sim_coef,
-                               log_offsets=log_w, out=buf)
+            weights = functools.cache(_valid_weights(valid, B, C, neg_d.new_empty(())))
+            logits = _build_logits(neg_d, inv_tau, valid, log_q, out=buf,
+                                   premasked=buf is not None)
 
     per_row = _softmax_rows(pos, neg, logits, inv_tau, include_positive=include_positive,
-                            row_shift=row_shift, rho=rho)
+                            row_shift=row_shift, rho=rho, grad_buffer=scratch)
 
     stats.update(tau_mean=tau.mean(), tau_min=tau.min(), tau_max=tau.max())
 
+    like = neg_d.new_empty(())  # the closures below must not keep the [B, C] scores alive
+
     def all_stats() -> dict[str, Tensor]:
-        n_ = n if n is not None else _count_valid(valid, B, C, neg_d)
+        n_ = n if n is not None else _count_valid(valid, B, C, like)
         with torch.no_grad():
             return {**stats, **_weight_stats(weights(), n_)}
 
@@ -576,16 +612,19 @@ def dsl_loss(
 
 
 def _lazy_kappa_weights(
-    neg_d: Tensor, item_sim: Tensor | None, kappa_hard: float, kappa_sim: float, tau0: float,
-    invalid: Tensor | None, lse_z: Tensor, log_n: Tensor,
+    neg_d: Tensor | None, item_sim: Tensor | None, kappa_hard: float, kappa_sim: float,
+    tau0: float, valid: Tensor | None, lse_z: Tensor, log_n: Tensor,
 ) -> Callable[[], Tensor]:
-    """w_bj = exp(z_bj − lse_z_b + log n_b), recomputed from the inputs when first read."""
+    """w_bj = exp(z_bj − lse_z_b + log n_b), recomputed from the inputs when first read
+    (``neg_d`` may be None when κ_h = 0)."""
 
     @functools.cache
     def make() -> Tensor:
         with torch.no_grad():
-            z = _kappa_logits_(torch.empty_like(neg_d, memory_format=torch.contiguous_format),
-                               neg_d, item_sim, kappa_hard, kappa_sim, tau0, invalid)
+            ref = neg_d if neg_d is not None else item_sim
+            assert ref is not None
+            z = _kappa_logits_(torch.empty_like(ref, memory_format=torch.contiguous_format),
+                               neg_d, item_sim, kappa_hard, kappa_sim, tau0, valid)
             shift = torch.where(torch.isfinite(lse_z), lse_z - log_n, math.inf)  # empty rows: 0
             return z.sub_(shift.unsqueeze(1)).exp_()
 

@@ -72,7 +72,8 @@ class DSLLoss(nn.Module):
 
 
 class BSLLoss(nn.Module):
-    """Bilateral softmax loss (``functional.bsl_loss``): τ₁ = ``temperature``, τ₂ = ``temperature2``."""
+    """Bilateral softmax loss (``functional.bsl_loss``): τ₁ = ``temperature``,
+    τ₂ = ``temperature2``."""
 
     needs_item_sim: bool = False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +18,26 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def check_run_dir(cfg: Config) -> Path:
-    """Refuse to overwrite a finished run unless ``run.overwrite=true``."""
+    """A finished run (results.json) is refused unless ``run.overwrite=true``, which clears it;
+    an unfinished one is left alone: training resumes from its latest checkpoint."""
     path = Path(cfg.run.dir)
-    if (path / "results.json").exists() and not cfg.run.overwrite:
-        raise ConfigError(
-            f"run.dir {path} already holds a finished run (results.json); "
-            "choose another run.dir or pass run.overwrite=true")
+    if (path / "results.json").exists():
+        if not cfg.run.overwrite:
+            raise ConfigError(
+                f"run.dir {path} already holds a finished run (results.json); "
+                "choose another run.dir or pass run.overwrite=true")
+        shutil.rmtree(path / "checkpoints", ignore_errors=True)
+        (path / "results.json").unlink()
     return path
 
 
 class RunDir:
-    def __init__(self, path: Path, enabled: bool) -> None:
+    def __init__(self, path: Path, enabled: bool, fresh: bool = True) -> None:
         self.path, self.enabled = path, enabled
         if enabled:
             path.mkdir(parents=True, exist_ok=True)
-            (path / "metrics.jsonl").write_text("")
+            if fresh or not (path / "metrics.jsonl").exists():
+                (path / "metrics.jsonl").write_text("")
 
     def write_config(self, cfg: Config) -> None:
         if self.enabled:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,17 +13,17 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, to_dict
 from ..data.dataset import InteractionData
 from ..data.loader import EpochBatches
 from ..dist import DistEnv, all_reduce_sum, barrier
 from ..eval import evaluate_model, evaluate_popularity
-from ..losses import build_loss
 from ..model.build import build_sharded_model
-from ..negatives import ExpectedCountLogQ, UniformSampler
+from .checkpoint import CheckpointManager, TrainPosition, model_state, restore_model_state
+from .preemption import PreemptionFlag
 from .report import plot_curves
 from .run_dir import RunDir
-from .step import TrainStep
+from .step import build_train_step
 
 
 def selection_metric(cfg: Config) -> str:
@@ -42,9 +44,13 @@ def _eval_plan(cfg: Config, data: InteractionData) -> list[tuple[str, list[str]]
 
 
 def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
+    """Train (resuming from ``<run.dir>/checkpoints/latest`` when it exists), evaluate, and
+    write results.json. Raises ``Preempted`` after checkpointing when a rank got SIGTERM/SIGUSR1."""
     t_start = time.perf_counter()
     data = InteractionData(cfg.data.path)
-    run = RunDir(Path(cfg.run.dir), enabled=env.is_main)
+    ckpt = CheckpointManager(Path(cfg.run.dir), cfg.train.keep_checkpoints)
+    latest = ckpt.latest()
+    run = RunDir(Path(cfg.run.dir), enabled=env.is_main, fresh=latest is None)
     run.write_config(cfg)
     torch.manual_seed(cfg.train.seed)
 
@@ -54,14 +60,24 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
     users, items = data.split(cfg.data.train_split)
     batches = EpochBatches(users, items, cfg.train.batch_size, env.rank, env.world_size,
                            cfg.train.seed)
-    neg = cfg.negatives
-    sampler = (UniformSampler(data.num_items, neg.num_sampled, cfg.train.seed)
-               if neg.num_sampled > 0 else None)
-    log_q = (ExpectedCountLogQ(data.item_counts(cfg.data.train_split), batches.global_batch,
-                               neg.in_batch, sampler) if neg.logq else None)
-    step_fn = TrainStep(model, build_loss(cfg.loss), in_batch=neg.in_batch, sampler=sampler,
-                        log_q=log_q, mask_accidental_hits=neg.mask_accidental_hits,
-                        dense_optimizer=sm.dense_optimizer)
+    step_fn = build_train_step(cfg, data, sm, batches.global_batch)
+
+    def app_state() -> dict[str, Any]:
+        state = model_state(sm)
+        if hasattr(step_fn, "state_dict"):
+            state["step"] = step_fn.state_dict()
+        return state
+
+    pos = TrainPosition()
+    if latest is not None:
+        state = app_state()
+        pos, _ = ckpt.load(latest, state)
+        restore_model_state(sm, state)
+        if "step" in state:
+            step_fn.load_state_dict(state["step"])
+        if env.is_main:
+            tqdm.write(f"resumed from {latest} (epoch {pos.epoch}, step {pos.global_step})")
+    ckpt_meta = {"config": to_dict(cfg), "plan": str(sm.plan)}
 
     ks, metric = list(cfg.eval.k), selection_metric(cfg)
     eval_plan = _eval_plan(cfg, data)
@@ -73,47 +89,62 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
     steps = batches.steps_per_epoch()
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
-    history: list[dict[str, Any]] = []
-    epoch_seconds: list[float] = []
-    global_step = 0
-    for epoch in range(1, cfg.train.epochs + 1):
-        t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.train.epochs}", unit="step",
-                   disable=not (env.is_main and cfg.train.progress), leave=False,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
-        loss_sum, n_loss = 0.0, 0
-        for i, batch in enumerate(batches.epoch(epoch)):
-            if i >= steps:
-                break
-            out = step_fn(batch, global_step)
-            global_step += 1
-            loss_sum += float(out.loss)
-            n_loss += 1
-            if global_step % cfg.train.log_every == 0 or i == steps - 1:
-                _log_train(run, out, global_step, epoch, loss_sum / n_loss,
-                           batches.global_batch * n_loss / (time.perf_counter() - t0))
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(out.loss):.4f}",
-                            ex_s=f"{batches.global_batch * (i + 1) / (time.perf_counter() - t0):,.0f}")
-        bar.close()
-        epoch_seconds.append(time.perf_counter() - t0)
-        due = cfg.train.eval_every and epoch % cfg.train.eval_every == 0
-        if due or epoch == cfg.train.epochs:
-            t_eval = time.perf_counter()
-            record = {"epoch": epoch, "step": global_step}
-            for name, split, ex in eval_plan:
-                record[name] = evaluate_model(model, data, split, ex, ks, cfg.eval.batch_size)
-                run.log({"kind": "eval", "epoch": epoch, "step": global_step, "split": name,
-                         **record[name]})
-            eval_seconds += time.perf_counter() - t_eval
-            history.append(record)
-            if env.is_main:
-                shown = "  ".join(f"{n} {metric} {record[n][metric]:.4f}"
-                                  for n, _, _ in eval_plan)
-                tqdm.write(f"epoch {epoch}: loss {loss_sum / max(n_loss, 1):.4f}  {shown}  "
-                           f"({epoch_seconds[-1]:.1f}s)")
+    preempt = PreemptionFlag()
+    try:
+        while pos.epoch <= cfg.train.epochs:
+            epoch = pos.epoch
+            t0 = time.perf_counter()
+            bar = tqdm(total=steps, initial=pos.step_in_epoch, unit="step", leave=False,
+                       desc=f"epoch {epoch}/{cfg.train.epochs}",
+                       disable=not (env.is_main and cfg.train.progress),
+                       mininterval=0.5 if sys.stderr.isatty() else 30.0)
+            loss_sum, n_loss = 0.0, 0
+            for batch in batches.epoch(epoch, start_step=pos.step_in_epoch):
+                if pos.step_in_epoch >= steps:
+                    break
+                _maybe_inject_fault(env.rank, pos.global_step)
+                out = step_fn(batch, pos.global_step)
+                pos.global_step += 1
+                pos.step_in_epoch += 1
+                loss_sum += float(out.loss)
+                n_loss += 1
+                if pos.global_step % cfg.train.log_every == 0 or pos.step_in_epoch == steps:
+                    _log_train(run, out, pos.global_step, epoch, loss_sum / n_loss,
+                               batches.global_batch * n_loss / (time.perf_counter() - t0))
+                bar.set_postfix(loss=f"{float(out.loss):.4f}", refresh=False,
+                                ex_s=f"{batches.global_batch * n_loss / (time.perf_counter() - t0):,.0f}")
+                bar.update(1)
+                if preempt.should_stop():
+                    ckpt.save(app_state(), pos, ckpt_meta)
+                    raise Preempted(preempt.signal_name or "a signal on another rank",
+                                    pos.global_step)
+                if cfg.train.checkpoint_every and pos.global_step % cfg.train.checkpoint_every == 0:
+                    ckpt.save(app_state(), pos, ckpt_meta)
+            bar.close()
+            pos.epoch_seconds.append(time.perf_counter() - t0)
+            due = cfg.train.eval_every and epoch % cfg.train.eval_every == 0
+            if due or epoch == cfg.train.epochs:
+                t_eval = time.perf_counter()
+                record = {"epoch": epoch, "step": pos.global_step}
+                for name, split, ex in eval_plan:
+                    record[name] = evaluate_model(model, data, split, ex, ks, cfg.eval.batch_size)
+                    run.log({"kind": "eval", "epoch": epoch, "step": pos.global_step,
+                             "split": name, **record[name]})
+                eval_seconds += time.perf_counter() - t_eval
+                pos.history.append(record)
+                if env.is_main:
+                    shown = "  ".join(f"{n} {metric} {record[n][metric]:.4f}"
+                                      for n, _, _ in eval_plan)
+                    tqdm.write(f"epoch {epoch}: loss {loss_sum / max(n_loss, 1):.4f}  {shown}  "
+                               f"({pos.epoch_seconds[-1]:.1f}s)")
+            pos.epoch += 1
+            pos.step_in_epoch = 0
+        ckpt.save(app_state(), pos, ckpt_meta)
+    finally:
+        preempt.restore()
 
     select = "valid" if any(n == "valid" for n, _, _ in eval_plan) else "test"
+    history = pos.history
     best = max(history, key=lambda r: r[select][metric]) if history else {"epoch": 0}
     results = {
         "dataset": data.manifest.name,
@@ -126,8 +157,8 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
         "test": best.get("test", {}),
         "baselines": {"popularity": baseline},
         "timing": {
-            "seconds_per_epoch": sum(epoch_seconds) / max(len(epoch_seconds), 1),
-            "train_seconds": sum(epoch_seconds),
+            "seconds_per_epoch": sum(pos.epoch_seconds) / max(len(pos.epoch_seconds), 1),
+            "train_seconds": sum(pos.epoch_seconds),
             "eval_seconds": eval_seconds,
             "total_seconds": time.perf_counter() - t_start,
             "steps_per_epoch": steps,
@@ -139,6 +170,24 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
         plot_curves(run.path, metric)
     barrier()
     return results
+
+
+class Preempted(Exception):
+    """Training stopped on a preemption signal after writing a checkpoint."""
+
+    def __init__(self, signal_name: str, step: int) -> None:
+        super().__init__(f"preempted by {signal_name}: checkpoint written at step {step}")
+
+
+def _maybe_inject_fault(rank: int, step: int) -> None:
+    """Test hook: DSL_TORCHREC_FAULT="kill:RANK:STEP" (or "term:...") sends SIGKILL (SIGTERM)
+    to that rank before that step, on the first attempt only (TORCHELASTIC_RESTART_COUNT 0)."""
+    spec = os.environ.get("DSL_TORCHREC_FAULT")
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return
+    kind, r, s = spec.split(":")
+    if int(r) == rank and int(s) == step:
+        os.kill(os.getpid(), {"kill": signal.SIGKILL, "term": signal.SIGTERM}[kind])
 
 
 def _log_train(run: RunDir, out, step: int, epoch: int, local_mean: float, ex_s: float) -> None:
