@@ -26,6 +26,9 @@ class DataConfig:
     train_split: str = "train"
     valid_split: str = "valid"  # "" to skip validation
     test_split: str = "test"
+    # splits with more rows than this stream from parquet (per-rank row groups, seeded shuffle
+    # buffer) instead of being held in memory
+    memory_budget_rows: int = 1 << 25
 
 
 @dataclass

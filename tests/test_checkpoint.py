@@ -127,3 +127,17 @@ def test_torn_checkpoint_is_ignored(tmp_path):
     assert m.latest() == good
     (root / "latest").unlink()
     assert m.latest() == good
+
+
+def test_submitit_local_launcher_runs_two_tasks_to_completion(tmp_path, data_dir):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "launch.slurm", "--cluster", "local", "--tasks-per-node", "2",
+           "--cpus-per-task", "1", "--logs", str(tmp_path / "submitit"),
+           "--config", "configs/quickstart.yaml", f"data.path={data_dir}", f"run.dir={run}",
+           *COMMON]
+    r = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "exit codes [0, 0]" in r.stdout
+    res = results(run)
+    assert res["world_size"] == 2 and res["test"]["recall@20"] > 0

@@ -42,14 +42,14 @@ def load_run(run_dir: str | Path, device: torch.device, overrides: list[str] = (
 
 
 def _vocab(data: InteractionData, name: str):
-    """Original ids for dense ids 0..n-1 when the dataset has a vocabulary file."""
+    """Original ids ordered by dense id, when the dataset has a vocabulary file
+    (``users.parquet``: original_id, user_id; ``items.parquet``: original_id, item_id)."""
     path = data.directory / f"{name}.parquet"
     if not path.is_file():
         return None
     table = pq.read_table(path)
-    dense = table.column(1).to_numpy()
-    order = np.argsort(dense)
-    return table.column(0).take(pa.array(order))
+    dense = table.column("user_id" if name == "users" else "item_id").to_numpy()
+    return table.column("original_id").take(pa.array(np.argsort(dense)))
 
 
 def export_embeddings(run_dir: str | Path, out: str | Path, device: torch.device) -> Path:

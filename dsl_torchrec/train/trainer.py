@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..config import Config, to_dict
 from ..data.dataset import InteractionData
-from ..data.loader import EpochBatches
+from ..data.loader import make_batches
 from ..dist import DistEnv, all_reduce_sum, barrier
 from ..eval import evaluate_model, evaluate_popularity
 from ..model.build import build_sharded_model
@@ -57,9 +57,9 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
     sm = build_sharded_model(cfg, data.num_users, data.num_items, env.device)
     run.write_plan(sm.plan)
     model = sm.module
-    users, items = data.split(cfg.data.train_split)
-    batches = EpochBatches(users, items, cfg.train.batch_size, env.rank, env.world_size,
-                           cfg.train.seed)
+    batches = make_batches(data, cfg.data.train_split, cfg.train.batch_size, env.rank,
+                           env.world_size, cfg.train.seed,
+                           memory_budget_rows=cfg.data.memory_budget_rows)
     step_fn = build_train_step(cfg, data, sm, batches.global_batch)
 
     def app_state() -> dict[str, Any]:
