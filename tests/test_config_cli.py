@@ -66,3 +66,14 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path, args, needle):
     assert r.stderr.startswith("dsl-train: error:")
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 10
+    for path in configs:
+        cfg = load_config(path)
+        # presets never use in-batch negatives without logQ (measured to halve recall)
+        assert cfg.negatives.logq or not cfg.negatives.in_batch, path.name

@@ -86,21 +86,27 @@ def evaluate(local_scores: LocalScores, data, split: str, exclude_splits: Sequen
     return out
 
 
-def item_slice_vectors(model, num_items: int, lookup_chunk: int = 65536) -> torch.Tensor:
-    """This rank's item range as vectors [hi-lo, d], looked up through the sharded item table
-    (every rank makes the same number of lookup calls)."""
+def rank_slice_vectors(lookup, n: int, chunk: int = 65536) -> torch.Tensor:
+    """Vectors [hi-lo, d] of this rank's id range of a table of ``n`` rows
+    (``retrieval.item_range``), through ``lookup`` (ids -> vectors, a sharded lookup: every
+    rank makes the same number of calls)."""
     world, rank = _world_rank()
-    lo, hi = item_range(num_items, rank, world)
-    block = -(-num_items // world)
-    ids = torch.arange(lo, lo + block).clamp(max=num_items - 1)
-    out = [model.item_vectors(ids[s:s + lookup_chunk]) for s in range(0, block, lookup_chunk)]
+    lo, hi = item_range(n, rank, world)
+    block = -(-n // world)
+    ids = torch.arange(lo, lo + block).clamp(max=n - 1)
+    with torch.no_grad():
+        out = [lookup(ids[s:s + chunk]) for s in range(0, block, chunk)]
     return torch.cat(out)[: hi - lo]
+
+
+def item_slice_vectors(model, num_items: int) -> torch.Tensor:
+    """This rank's item range as vectors, looked up through the sharded item table."""
+    return rank_slice_vectors(model.item_vectors, num_items)
 
 
 def evaluate_model(model, data, split: str, exclude_splits: Sequence[str], ks: Sequence[int],
                    batch_size: int) -> dict[str, float]:
-    with torch.no_grad():
-        items = item_slice_vectors(model, data.manifest.num_items)
+    items = item_slice_vectors(model, data.manifest.num_items)
 
     def scores(mine: torch.Tensor, _all: torch.Tensor) -> torch.Tensor:
         q = all_gather_ids(model.user_vectors(mine))

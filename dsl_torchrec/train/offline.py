@@ -19,6 +19,7 @@ import torch.distributed.checkpoint as dcp
 from ..config import ConfigError, load_config
 from ..data.dataset import InteractionData
 from ..dist import barrier
+from ..eval.evaluate import rank_slice_vectors
 from ..eval.retrieval import item_range
 from ..model.build import build_sharded_model
 from .checkpoint import CheckpointManager
@@ -70,11 +71,7 @@ def export_embeddings(run_dir: str | Path, out: str | Path, device: torch.device
     for name, n, lookup in (("users", data.num_users, model.user_vectors),
                             ("items", data.num_items, model.item_vectors)):
         lo, hi = item_range(n, rank, world)
-        block = -(-n // world)
-        ids = torch.arange(lo, lo + block).clamp(max=n - 1)
-        with torch.no_grad():
-            vecs = torch.cat([lookup(ids[s:s + 65536]) for s in range(0, block, 65536)])
-        emb = vecs[: hi - lo].float().cpu().numpy()
+        emb = rank_slice_vectors(lookup, n).float().cpu().numpy()
         cols = {"id": pa.array(np.arange(lo, hi, dtype=np.int64))}
         vocab = _vocab(data, name)
         if vocab is not None:

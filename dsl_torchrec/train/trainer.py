@@ -47,6 +47,8 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
     """Train (resuming from ``<run.dir>/checkpoints/latest`` when it exists), evaluate, and
     write results.json. Raises ``Preempted`` after checkpointing when a rank got SIGTERM/SIGUSR1."""
     t_start = time.perf_counter()
+    # the run directory's config.yaml must stay usable from any working directory
+    cfg.data.path = os.path.abspath(cfg.data.path)
     data = InteractionData(cfg.data.path)
     ckpt = CheckpointManager(Path(cfg.run.dir), cfg.train.keep_checkpoints)
     latest = ckpt.latest()
