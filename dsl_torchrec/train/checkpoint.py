@@ -57,6 +57,7 @@ class CheckpointManager:
     def __init__(self, run_dir: Path, keep: int) -> None:
         self.root = Path(run_dir) / "checkpoints"
         self.keep = max(keep, 1)
+        self.latest_step: int | None = None  # global step of the last save or load
 
     # ----------------------------------------------------------------- discovery
     def latest(self) -> Path | None:
@@ -78,7 +79,6 @@ class CheckpointManager:
 
     # ----------------------------------------------------------------- save / load
     def save(self, app_state: dict[str, Any], position: TrainPosition, meta: dict[str, Any]) -> Path:
-        t0 = time.perf_counter()
         name = f"step_{position.global_step:08d}"
         final, tmp = self.root / name, self.root / f"{name}.tmp"
         if _is_main():
@@ -103,14 +103,15 @@ class CheckpointManager:
             pointer_tmp.write_text(name + "\n")
             os.replace(pointer_tmp, self.root / "latest")
             self._prune(keep_name=name)
-            self.last_save_seconds = time.perf_counter() - t0
         barrier()
+        self.latest_step = position.global_step
         return final
 
     def load(self, path: Path, app_state: dict[str, Any]) -> tuple[TrainPosition, dict[str, Any]]:
         """Fill ``app_state`` (a state dict of the current model/plan) in place from ``path``."""
         dcp.load(app_state, checkpoint_id=str(path))
         meta = json.loads((path / "meta.json").read_text())
+        self.latest_step = meta["position"]["global_step"]
         rng = torch.frombuffer(bytearray(base64.b64decode(meta["rng"])), dtype=torch.uint8)
         torch.set_rng_state(rng)
         return TrainPosition(**meta["position"]), meta

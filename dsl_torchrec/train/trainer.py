@@ -73,13 +73,25 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
     pos = TrainPosition()
     if latest is not None:
         state = app_state()
+        t_load = time.perf_counter()
         pos, _ = ckpt.load(latest, state)
         restore_model_state(sm, state)
         if "step" in state:
             step_fn.load_state_dict(state["step"])
+        run.log({"kind": "checkpoint_load", "path": str(latest), "step": pos.global_step,
+                 "seconds": time.perf_counter() - t_load})
         if env.is_main:
             tqdm.write(f"resumed from {latest} (epoch {pos.epoch}, step {pos.global_step})")
     ckpt_meta = {"config": to_dict(cfg), "plan": str(sm.plan)}
+
+    def save() -> None:
+        if ckpt.latest_step == pos.global_step:
+            return  # e.g. the end of training right after a periodic save
+        t = time.perf_counter()
+        path = ckpt.save(app_state(), pos, ckpt_meta)
+        run.log({"kind": "checkpoint", "step": pos.global_step, "path": str(path),
+                 "seconds": time.perf_counter() - t,
+                 "bytes": sum(f.stat().st_size for f in path.iterdir()) if env.is_main else 0})
 
     ks, metric = list(cfg.eval.k), selection_metric(cfg)
     eval_plan = _eval_plan(cfg, data)
@@ -117,11 +129,11 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
                                 ex_s=f"{batches.global_batch * n_loss / (time.perf_counter() - t0):,.0f}")
                 bar.update(1)
                 if preempt.should_stop():
-                    ckpt.save(app_state(), pos, ckpt_meta)
+                    save()
                     raise Preempted(preempt.signal_name or "a signal on another rank",
                                     pos.global_step)
                 if cfg.train.checkpoint_every and pos.global_step % cfg.train.checkpoint_every == 0:
-                    ckpt.save(app_state(), pos, ckpt_meta)
+                    save()
             bar.close()
             pos.epoch_seconds.append(time.perf_counter() - t0)
             due = cfg.train.eval_every and epoch % cfg.train.eval_every == 0
@@ -141,7 +153,7 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
                                f"({pos.epoch_seconds[-1]:.1f}s)")
             pos.epoch += 1
             pos.step_in_epoch = 0
-        ckpt.save(app_state(), pos, ckpt_meta)
+        save()
     finally:
         preempt.restore()
 
