@@ -19,6 +19,24 @@ from .data.errors import DataError
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError)
 
 
+def quiet_library_warnings() -> None:
+    """Deprecation chatter from torch / torchrec / fbgemm internals that a user cannot act on."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for pattern in (".*is_fx_tracing.*", ".*an autograd kernel was not registered.*",
+                    ".*non-writable.*", ".*TypedStorage.*", ".*detach.*",
+                    ".*_get_pg_default_device.*", ".*ShardedTensor.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch.distributed")
+    warnings.filterwarnings("ignore", category=UserWarning, module="torchrec")
+    for name in ("torch.fx._symbolic_trace", "torchrec.distributed.utils",
+                 "torch.distributed.run", "torch.distributed.elastic.multiprocessing.api"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _fail(prog: str, err: Exception) -> int:
     print(f"{prog}: error: {err}", file=sys.stderr)
     return 2
@@ -55,6 +73,7 @@ def _preflight(cfg) -> None:
 
 
 def train_main(argv: list[str] | None = None) -> int:
+    quiet_library_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _train_parser().parse_args(argv)
     try:
@@ -76,7 +95,9 @@ def train_main(argv: list[str] | None = None) -> int:
             rest = argv[:i] + argv[i + 2:]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={args.nproc}", "-m", "dsl_torchrec.train", *rest]
-        return subprocess.call(cmd)
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+        return subprocess.call(cmd, env=env)
     import torch.distributed as dist
 
     from .dist import init_distributed
@@ -120,6 +141,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="config overrides, e.g. sharding.type=table_wise")
     args = p.parse_args(argv)
+    quiet_library_warnings()
     try:
         if not args.baseline and not args.run_dir:
             raise ConfigError("give --run-dir DIR (or --baseline popularity --data DIR)")
@@ -164,6 +186,7 @@ def export_main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--out", required=True, help="output directory (users/, items/ parquet parts)")
     args = p.parse_args(argv)
+    quiet_library_warnings()
     try:
         from .dist import init_distributed
         from .train.offline import export_embeddings

@@ -253,8 +253,10 @@ def validate(cfg: Config) -> None:
         (cfg.loss.temperature > 0, "loss.temperature must be > 0"),
         (cfg.negatives.num_sampled >= 0, "negatives.num_sampled must be >= 0"),
         (
-            cfg.negatives.in_batch or cfg.negatives.num_sampled > 0,
-            "negatives: enable in_batch or set num_sampled > 0 (no candidates otherwise)",
+            cfg.negatives.in_batch or cfg.negatives.num_sampled > 0
+            or cfg.negatives.memory_size > 0,
+            "negatives: enable in_batch, num_sampled > 0 or memory_size > 0 "
+            "(no candidates otherwise)",
         ),
         (all(k > 0 for k in cfg.eval.k) and cfg.eval.k, "eval.k must be a list of positive ints"),
         (cfg.loss.temp_range >= 1.0, "loss.temp_range must be >= 1"),

@@ -84,6 +84,10 @@ def test_sigterm_checkpoints_all_ranks_and_rerun_completes(tmp_path, data_dir, u
     latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     assert sorted(p.name for p in latest.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     assert not (run / "results.json").exists()
+    # a mid-epoch position counts batches of 2 ranks × 32: resuming on 1 rank is refused clearly
+    r = torchrun(1, run, data_dir)
+    assert r.returncode != 0
+    assert "written mid-epoch" in r.stderr and "same world size × train.batch_size" in r.stderr
     r = torchrun(2, run, data_dir)
     assert r.returncode == 0, r.stderr[-3000:]
     assert results(run)["test"] == results(uninterrupted)["test"]

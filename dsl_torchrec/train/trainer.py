@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..config import Config, to_dict
+from ..config import Config, ConfigError, to_dict
 from ..data.dataset import InteractionData
 from ..data.loader import make_batches
 from ..dist import DistEnv, all_reduce_sum, barrier
@@ -74,7 +74,8 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
     if latest is not None:
         state = app_state()
         t_load = time.perf_counter()
-        pos, _ = ckpt.load(latest, state)
+        pos, meta = ckpt.load(latest, state)
+        _check_resumable(meta, pos, env.world_size * cfg.train.batch_size, latest)
         restore_model_state(sm, state)
         if "step" in state:
             step_fn.load_state_dict(state["step"])
@@ -184,6 +185,18 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
         plot_curves(run.path, metric)
     barrier()
     return results
+
+
+def _check_resumable(meta: dict, pos: TrainPosition, global_batch: int, path: Path) -> None:
+    """Tables and optimizer state reshard onto any world size / sharding type, but a position
+    inside an epoch counts batches of the old global batch size."""
+    old = meta["config"]["train"]["batch_size"] * meta["world_size"]
+    if pos.step_in_epoch and old != global_batch:
+        raise ConfigError(
+            f"{path} was written mid-epoch (step {pos.step_in_epoch} of epoch {pos.epoch}) with "
+            f"a global batch of {old} ({meta['world_size']} ranks × "
+            f"{meta['config']['train']['batch_size']}); resume it with the same world size × "
+            f"train.batch_size (now {global_batch}), or from an end-of-epoch checkpoint")
 
 
 class Preempted(Exception):
