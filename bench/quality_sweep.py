@@ -1,28 +1,39 @@
-"""Quality sweep: named cells of config overrides × datasets × seeds, one `dsl-train` run
-directory per point, resumable (a point with results.json is never rerun).
+"""Quality sweep: cells of config overrides × datasets × seeds, one `dsl-train` run directory per
+point, resumable (a point with results.json is never rerun; an interrupted one resumes from its
+checkpoint), selection by validation NDCG@20 only.
 
-    python bench/quality_sweep.py --out runs/sweep --config configs/quickstart.yaml \
-        --data health=data/amazon2014-health --seeds 0 --nproc 2 \
-        --set train.epochs=30 \
-        --cell "sl-0.1: loss.name=sl loss.temperature=0.1" \
-        --cell "dsl-0.1: loss.name=dsl loss.temperature=0.1"
+Cells come from --cell (named override lists) and/or a search space (--space YAML mapping
+dotted keys to lists of values) expanded as a full --grid or a seeded --random N sample:
 
-Writes <out>/sweep.csv (one row per point) and <out>/table.md (valid and test Recall/NDCG@20,
-mean ± std over seeds, per dataset). Selection is by validation NDCG@20 only.
+    python bench/quality_sweep.py --out runs/sweep --config configs/quickstart.yaml \\
+        --data health=data/amazon2014-health --seeds 0 1 --nproc 1 --parallel 2 \\
+        --set train.epochs=40 \\
+        --cell "sl-0.1: loss.name=sl loss.temperature=0.1" \\
+        --cell "sl-0.2: loss.name=sl loss.temperature=0.2" \\
+        --space dsl-space.yaml --random 12
+
+Writes <out>/sweep.csv (one row per point), <out>/table.md (per dataset: valid and test
+Recall/NDCG@20 as mean ± std over seeds, and each cell's test gain over the SL cell that is
+best on validation, the tuned SL), and <out>/sweep.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
+import random
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import yaml
+
 METRICS = ("recall@20", "ndcg@20")
+SELECT = "valid_ndcg@20"
 
 
 def parse_cell(text: str) -> tuple[str, list[str]]:
@@ -32,47 +43,78 @@ def parse_cell(text: str) -> tuple[str, list[str]]:
     return name.strip(), rest.split()
 
 
-def run_point(args, dataset: str, path: str, cell: str, overrides: list[str], seed: int) -> Path:
-    run_dir = Path(args.out) / dataset / cell / f"seed{seed}"
-    if (run_dir / "results.json").exists():
-        print(f"[skip] {run_dir} (finished)", flush=True)
-        return run_dir
-    cmd = [
-        str(Path(sys.executable).with_name("dsl-train")), "--nproc", str(args.nproc),
-        "--config", args.config, f"data.path={path}", f"run.dir={run_dir}",
-        "run.overwrite=true", f"train.seed={seed}", "train.progress=false",
-        *args.set, *overrides]
-    print(f"[run] {dataset} {cell} seed {seed}: {' '.join(cmd[1:])}", flush=True)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(run_dir.parent / f"seed{seed}.log", "w") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if rc != 0:
-        print(f"[fail] {run_dir} exited {rc}; see {run_dir.parent / f'seed{seed}.log'}")
-    else:
-        print(f"[done] {run_dir} in {time.perf_counter() - t0:.0f}s", flush=True)
-    return run_dir
+def space_cells(path: str, mode: str, n: int, seed: int) -> list[tuple[str, list[str]]]:
+    """Cells from a YAML space {dotted.key: [values]}: the full product, or n seeded draws."""
+    space = yaml.safe_load(Path(path).read_text())
+    if not isinstance(space, dict) or not all(isinstance(v, list) for v in space.values()):
+        raise SystemExit(f"{path}: expected a mapping of dotted config keys to lists of values")
+    keys = list(space)
+    combos = list(itertools.product(*(space[k] for k in keys)))
+    if mode == "random":
+        combos = random.Random(seed).sample(combos, min(n, len(combos)))
+    cells = []
+    for combo in combos:
+        overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                     for k, v in zip(keys, combo)]
+        name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, combo))
+        cells.append((name, overrides))
+    return cells
 
 
-def collect(out: Path, points) -> list[dict]:
+def family(overrides: list[str], default: str) -> str:
+    for o in overrides:
+        if o.startswith("loss.name="):
+            return o.split("=", 1)[1]
+    return default
+
+
+def point_cmd(args, path: str, overrides: list[str], seed: int, run_dir: Path) -> list[str]:
+    return [str(Path(sys.executable).with_name("dsl-train")), "--nproc", str(args.nproc),
+            "--config", args.config, f"data.path={path}", f"run.dir={run_dir}",
+            f"train.seed={seed}", "train.progress=false", *args.set, *overrides]
+
+
+def run_points(args, todo: list[tuple[Path, list[str]]]) -> None:
+    """Run up to --parallel points side by side; a failed point is reported, not retried."""
+    running: list[tuple[subprocess.Popen, Path, float]] = []
+    queue = list(todo)
+    while queue or running:
+        while queue and len(running) < args.parallel:
+            run_dir, cmd = queue.pop(0)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir.with_suffix(".log"), "w")
+            print(f"[run] {run_dir}", flush=True)
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
+                            run_dir, time.perf_counter()))
+        time.sleep(1.0)
+        for proc, run_dir, t0 in list(running):
+            if proc.poll() is None:
+                continue
+            running.remove((proc, run_dir, t0))
+            status = "done" if proc.returncode == 0 else f"fail (exit {proc.returncode})"
+            print(f"[{status}] {run_dir} in {time.perf_counter() - t0:.0f}s; log "
+                  f"{run_dir.with_suffix('.log')}", flush=True)
+
+
+def collect(points) -> list[dict]:
     rows = []
-    for dataset, cell, seed, run_dir in points:
+    for dataset, cell, fam, seed, run_dir in points:
         f = run_dir / "results.json"
         if not f.exists():
             continue
         r = json.loads(f.read_text())
-        row = {"dataset": dataset, "cell": cell, "seed": seed, "best_epoch": r["best_epoch"],
+        row = {"dataset": dataset, "cell": cell, "loss": fam, "seed": seed,
+               "best_epoch": r["best_epoch"],
                "seconds_per_epoch": round(r["timing"]["seconds_per_epoch"], 2)}
         for split in ("valid", "test"):
             for m in METRICS:
                 row[f"{split}_{m}"] = r.get(split, {}).get(m, float("nan"))
         rows.append(row)
-    if rows:
-        with open(out / "sweep.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
     return rows
+
+
+def _mean(xs):
+    return statistics.mean(xs) if xs else float("nan")
 
 
 def _fmt(values: list[float]) -> str:
@@ -81,18 +123,73 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def table(rows: list[dict]) -> str:
+def summarize(rows: list[dict]) -> tuple[str, dict]:
     cols = [f"{s}_{m}" for s in ("valid", "test") for m in METRICS]
-    lines = ["| dataset | cell | seeds | " + " | ".join(c.replace("_", " ") for c in cols)
-             + " | s/epoch |", "|---|---|---|" + "---|" * (len(cols) + 1)]
-    keys = sorted({(r["dataset"], r["cell"]) for r in rows}, key=lambda k: k[0])
     order = {c: i for i, c in enumerate(dict.fromkeys(r["cell"] for r in rows))}
-    for ds, cell in sorted(keys, key=lambda k: (k[0], order[k[1]])):
-        sel = [r for r in rows if r["dataset"] == ds and r["cell"] == cell]
-        vals = [_fmt([r[c] for r in sel]) for c in cols]
-        spe = statistics.mean(r["seconds_per_epoch"] for r in sel)
-        lines.append(f"| {ds} | {cell} | {len(sel)} | " + " | ".join(vals) + f" | {spe:.1f} |")
-    return "\n".join(lines)
+    lines, tuned = [], {}
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        sel = [r for r in rows if r["dataset"] == ds]
+        cells = sorted({r["cell"] for r in sel}, key=order.get)
+        stats = {c: {k: [r[k] for r in sel if r["cell"] == c] for k in cols} for c in cells}
+        fam = {c: next(r["loss"] for r in sel if r["cell"] == c) for c in cells}
+        sl = [c for c in cells if fam[c] == "sl"]
+        ref = max(sl, key=lambda c: _mean(stats[c][SELECT])) if sl else None
+        tuned[ds] = ref
+        best = {f: max((c for c in cells if fam[c] == f), key=lambda c: _mean(stats[c][SELECT]))
+                for f in set(fam.values())}
+        budget = ", ".join(f"{f}: {sum(1 for c in cells if fam[c] == f)}"
+                           for f in sorted(set(fam.values())))
+        lines += [f"### {ds}", "",
+                  f"configurations per loss: {budget}; tuned SL = `{ref}` (best valid NDCG@20); "
+                  "★ = best of its loss on valid NDCG@20", "",
+                  "| cell | loss | seeds | " + " | ".join(c.replace("_", " ") for c in cols)
+                  + " | Δ test R@20 | Δ test N@20 | s/epoch |",
+                  "|---|---|---|" + "---|" * (len(cols) + 3)]
+        for c in cells:
+            st = stats[c]
+            gains = []
+            for m in ("test_recall@20", "test_ndcg@20"):
+                if ref is None:
+                    gains.append("")
+                else:
+                    base = _mean(stats[ref][m])
+                    gains.append(f"{100 * (_mean(st[m]) / base - 1):+.1f}%" if base else "")
+            spe = _mean([r["seconds_per_epoch"] for r in sel if r["cell"] == c])
+            star = " ★" if best.get(fam[c]) == c else ""
+            lines.append(f"| {c}{star} | {fam[c]} | {len(st[SELECT])} | "
+                         + " | ".join(_fmt(st[k]) for k in cols)
+                         + f" | {gains[0]} | {gains[1]} | {spe:.1f} |")
+        lines.append("")
+    return "\n".join(lines), tuned
+
+
+def plot(rows: list[dict], tuned: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sel = [r for r in rows if r["dataset"] == ds]
+        cells = list(dict.fromkeys(r["cell"] for r in sel))
+        v = [_mean([r[SELECT] for r in sel if r["cell"] == c]) for c in cells]
+        t = [_mean([r["test_ndcg@20"] for r in sel if r["cell"] == c]) for c in cells]
+        colors = ["tab:blue" if next(r["loss"] for r in sel if r["cell"] == c) == "sl"
+                  else "tab:orange" for c in cells]
+        ax.scatter(v, t, c=colors)
+        if tuned.get(ds):
+            i = cells.index(tuned[ds])
+            ax.axhline(t[i], color="tab:blue", lw=0.8, ls="--", label="tuned SL (test)")
+            ax.axvline(v[i], color="tab:blue", lw=0.8, ls=":", label="tuned SL (valid)")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("valid NDCG@20 (selection)")
+        ax.set_ylabel("test NDCG@20")
+        ax.set_title(f"{ds}: SL blue, others orange")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def main() -> int:
@@ -100,26 +197,56 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--config", required=True)
     p.add_argument("--data", action="append", required=True, metavar="NAME=DIR")
-    p.add_argument("--cell", action="append", required=True, metavar="'NAME: k=v ...'")
+    p.add_argument("--cell", action="append", default=[], metavar="'NAME: k=v ...'")
+    p.add_argument("--space", help="YAML {dotted.key: [values]} to expand into cells")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--grid", action="store_true", help="every combination of --space")
+    mode.add_argument("--random", type=int, metavar="N", help="N seeded draws from --space")
+    p.add_argument("--search-seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="k=v",
                    help="overrides applied to every cell")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--nproc", type=int, default=1, help="processes per point")
+    p.add_argument("--parallel", type=int, default=1, help="points run side by side")
+    p.add_argument("--report-only", action="store_true", help="collect and report, run nothing")
     args = p.parse_args()
+    cells = [parse_cell(c) for c in args.cell]
+    if args.space:
+        cells += space_cells(args.space, "random" if args.random else "grid", args.random or 0,
+                             args.search_seed)
+    if not cells:
+        raise SystemExit("no cells: give --cell and/or --space")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from dsl_torchrec.config import load_config
+
+    default_loss = load_config(args.config, args.set).loss.name
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    datasets = [d.split("=", 1) for d in args.data]
-    cells = [parse_cell(c) for c in args.cell]
-    points = []
-    for name, path in datasets:
+    points, todo = [], []
+    for name, path in (d.split("=", 1) for d in args.data):
         for cell, overrides in cells:
+            load_config(args.config, [*args.set, *overrides])  # fail before running anything
             for seed in args.seeds:
-                points.append((name, cell, seed, run_point(args, name, path, cell, overrides,
-                                                           seed)))
-    rows = collect(out, points)
-    md = table(rows)
+                run_dir = out / name / cell / f"seed{seed}"
+                points.append((name, cell, family(overrides, default_loss), seed, run_dir))
+                if not (run_dir / "results.json").exists():
+                    todo.append((run_dir, point_cmd(args, path, overrides, seed, run_dir)))
+    print(f"{len(points)} points, {len(points) - len(todo)} already finished", flush=True)
+    if not args.report_only:
+        run_points(args, todo)
+    rows = collect(points)
+    if not rows:
+        print("no finished points yet")
+        return 1
+    with open(out / "sweep.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    md, tuned = summarize(rows)
     (out / "table.md").write_text(md + "\n")
+    plot(rows, tuned, out / "sweep.png")
     print(md)
+    print(f"wrote {out / 'sweep.csv'}, {out / 'table.md'}, {out / 'sweep.png'}")
     return 0
 
 

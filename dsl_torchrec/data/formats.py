@@ -37,13 +37,14 @@ _LIGHTGCN_OK = _allowed(b" \t\r\n")
 _IRB_OK = _allowed(b"\t\r\n")
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, what: str = "an interaction file") -> bytes:
+    """The whole file, or a DataError naming it when it is missing or a directory."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
-        raise DataError(path, "is a directory", expected="an interaction file") from None
+        raise DataError(path, "is a directory", expected=what) from None
 
 
 def _token_at(data: bytes, pos: int) -> tuple[str, int]:
@@ -127,7 +128,7 @@ def read_lightgcn(path: str | PathLike[str]) -> Pairs:
 
 def _lightgcn_lines(path: str | PathLike[str]) -> Triples:
     path = Path(path)
-    data = _read_bytes(path)
+    data = read_bytes(path)
     values, lines = _tokenize(data, path, _LIGHTGCN_OK, 0)
     heads, counts = _group_lines(lines)
     users = np.repeat(values[heads], counts - 1)
@@ -147,7 +148,7 @@ def read_irb(path: str | PathLike[str]) -> Pairs:
 
 def _irb_lines(path: str | PathLike[str]) -> Triples:
     path = Path(path)
-    data = _read_bytes(path)
+    data = read_bytes(path)
     newline = data.find(b"\n")
     header, body = (data, b"") if newline < 0 else (data[:newline], data[newline + 1 :])
     text = header.decode("utf-8", errors="replace").rstrip("\r")

@@ -38,6 +38,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import DataError
+from .formats import read_bytes
 from .manifest import Manifest, sha256_file
 from .prepare import DatasetWriter
 
@@ -107,15 +108,6 @@ class _Locator:
         line = int(lines[k]) if k < lines.size else None
         return DataError(self.path, problem, line=line, field=field, expected=expected,
                          hint=hint)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a directory", expected="an interaction log file") from None
 
 
 def _pick_columns(path: Path, available: list[str], named: dict[str, str | None],
@@ -272,7 +264,7 @@ def read_movielens(path: str | PathLike[str]) -> RawLog:
     """Read MovieLens ``u.data`` (tab-separated) or ``ratings.dat`` (``::``-separated) ratings:
     ``user, item, rating, timestamp`` per line, integer ids and timestamps, numeric ratings."""
     path = Path(path)
-    data = _read_bytes(path)
+    data = read_bytes(path, "an interaction log file")
     sep = "tab"
     if b"::" in data[:4096]:
         data = data.replace(b"::", b"\t")  # same line numbers; pyarrow has no 2-byte delimiter
@@ -301,7 +293,7 @@ def read_log(path: str | PathLike[str], *, user_col: str | None = None,
     named = {"user": user_col, "item": item_col, "timestamp": time_col, "rating": rating_col}
     if path.suffix.lower() in (".parquet", ".pq"):
         if not path.is_file():
-            _read_bytes(path)  # the file-not-found / directory error
+            read_bytes(path, "an interaction log file")  # the file-not-found / directory error
         try:
             pf = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as e:
@@ -310,7 +302,7 @@ def read_log(path: str | PathLike[str], *, user_col: str | None = None,
         table = pf.read(columns=list(cols.values()))
         return _finish(path, {r: table.column(c) for r, c in cols.items()}, cols,
                        _Locator(path, None, 0))
-    data = _read_bytes(path)
+    data = read_bytes(path, "an interaction log file")
     if delimiter is None:
         delimiter = "," if path.suffix.lower() == ".csv" else "\t"
     if len(delimiter) != 1:

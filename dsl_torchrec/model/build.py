@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +97,11 @@ def build_sharded_model(cfg: Config, num_users: int, num_items: int,
     # (copies: apply_optimizer_in_backward stores and extends the dict it is given)
     apply_optimizer_in_backward(opt_cls, model.user_ebc.parameters(), dict(opt_kwargs))
     apply_optimizer_in_backward(opt_cls, model.item_ebc.parameters(), dict(opt_kwargs))
+    if cfg.sharding.type == "column_wise" and cfg.optim.sparse == "rowwise_adagrad":
+        warnings.warn("sharding.type=column_wise with optim.sparse=rowwise_adagrad: the row-wise "
+                      "accumulator is kept per column shard, so updates differ from the "
+                      "unsharded optimizer (use adagrad or sgd for sharding-invariant updates)",
+                      stacklevel=2)
     sharder = CpuRowWiseEBCSharder()
     plan = build_plan(model, cfg.sharding.type, device, sharder)
     dmp = DistributedModelParallel(
