@@ -83,6 +83,7 @@ def test_sigterm_checkpoints_all_ranks_and_rerun_completes(tmp_path, data_dir, u
     assert "Traceback" not in r.stderr.split("preempted by")[0][-2000:]
     latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     assert sorted(p.name for p in latest.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert sorted(p.name for p in latest.glob("rng_rank*.pt")) == ["rng_rank0.pt", "rng_rank1.pt"]
     assert not (run / "results.json").exists()
     # a mid-epoch position counts batches of 2 ranks × 32: resuming on 1 rank is refused clearly
     r = torchrun(1, run, data_dir)

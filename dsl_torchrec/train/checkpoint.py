@@ -4,6 +4,7 @@ optimizer state, the step's stateful candidate sources, loader position, RNG, hi
 Layout under ``<run_dir>/checkpoints/``::
 
     step_00000420/        one DCP checkpoint (every rank writes its shards), plus
+      rng_rank<R>.pt      each rank's RNG state
       meta.json           written by rank 0 last: step, epoch, position, history, plan, config
     latest                name of the newest complete checkpoint (atomic rename)
 
@@ -14,7 +15,6 @@ Loading reshards: DCP fills the state dict of the *current* sharding plan and wo
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -43,6 +43,23 @@ class TrainPosition:
 
 def _is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _broadcast_object(obj):
@@ -86,11 +103,11 @@ class CheckpointManager:
             tmp.mkdir(parents=True)
         barrier()
         dcp.save(app_state, checkpoint_id=str(tmp))
+        torch.save(_rng_state(), tmp / f"rng_rank{_rank()}.pt")
         barrier()
         if _is_main():
             record = {
                 "position": position.__dict__,
-                "rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
                 "saved_at": time.time(),
                 "world_size": dist.get_world_size() if dist.is_initialized() else 1,
                 **meta,
@@ -112,8 +129,9 @@ class CheckpointManager:
         dcp.load(app_state, checkpoint_id=str(path))
         meta = json.loads((path / "meta.json").read_text())
         self.latest_step = meta["position"]["global_step"]
-        rng = torch.frombuffer(bytearray(base64.b64decode(meta["rng"])), dtype=torch.uint8)
-        torch.set_rng_state(rng)
+        rng_file = path / f"rng_rank{_rank()}.pt"
+        if rng_file.is_file():  # absent for ranks beyond the saving world size
+            _set_rng_state(torch.load(rng_file, weights_only=True))
         return TrainPosition(**meta["position"]), meta
 
     def _prune(self, keep_name: str) -> None:
