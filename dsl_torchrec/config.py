@@ -81,6 +81,10 @@ class LossConfig:
     gamma: float = 0.5
     temp_range: float = 2.0
     dro_scale: bool = True
+    # issue-7 design space (defaults = dsl-loss.md): the competition-intensity statistic of the
+    # slate and the map from standardised intensity to temperature
+    intensity: Literal["lme", "sigmoid", "entropy"] = "lme"
+    temp_map: Literal["exp", "linear"] = "exp"
     # BSL second temperature, PSL activation
     temperature2: float = 0.1
     psl_activation: Literal["tanh", "atan", "relu"] = "tanh"

@@ -393,19 +393,33 @@ def competition_temperatures(
     gamma: float,
     temp_range: float,
     group: Any = None,
+    intensity: str = "lme",
+    temp_map: str = "exp",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """CA branch: per-row τ_b [B] from the competition intensity of the top-M slate.
 
     ``pos`` [B]; ``masked_neg`` [B, C] the scores with −inf on invalid entries. ``group`` is the
     group to all-reduce the statistics over (None: none, i.e. already resolved by the caller).
+    ``intensity``: ``lme`` log-mean-exp of the slate margins (dsl-loss.md), ``sigmoid`` their
+    mean σ((s_bj − s⁺_b)/τ₀), ``entropy`` the entropy of softmax(s_bj/τ₀) over the slate (nats).
+    ``temp_map``: ``exp`` τ₀·exp(γ·ĉ) (dsl-loss.md) or ``linear`` τ₀·(1 + γ·ĉ), both clipped.
     Returns (τ_b [B], c_b [B], μ, σ); rows with no valid candidate get τ₀ and are left out of μ,
     σ and the drift normalisation."""
     tau0 = temperature
     top = top_values(masked_neg, slate_size)  # [B, M]
     m_b = torch.isfinite(top).sum(1)
     nonempty = m_b > 0
-    lse = torch.logsumexp((top - pos.unsqueeze(1)) / tau0, dim=1)
-    c = torch.where(nonempty, lse - m_b.clamp_min(1).to(top.dtype).log(), 0)
+    margins = (top - pos.unsqueeze(1)) / tau0  # −inf past a short row's slate
+    if intensity == "lme":
+        raw = torch.logsumexp(margins, dim=1) - m_b.clamp_min(1).to(top.dtype).log()
+    elif intensity == "sigmoid":
+        raw = torch.sigmoid(margins).sum(1) / m_b.clamp_min(1).to(top.dtype)
+    elif intensity == "entropy":
+        logp = torch.log_softmax(top / tau0, dim=1)
+        raw = -(logp.exp() * torch.where(torch.isfinite(logp), logp, 0.0)).sum(1)
+    else:
+        raise ValueError(f"intensity must be lme, sigmoid or entropy, got {intensity!r}")
+    c = torch.where(nonempty, raw, 0)
 
     # float64 sums: Σc² − nμ² cancels, and ranks must agree with one process to float tolerance
     c64, ne64 = c.double(), nonempty.double()
@@ -415,7 +429,13 @@ def competition_temperatures(
     mu = sums[0] / count
     sigma = (sums[1] / count - mu * mu).clamp_min(0.0).sqrt()
     c_hat = (c64 - mu) / (sigma + 1e-6)
-    tau = (tau0 * torch.exp(gamma * c_hat)).clamp(tau0 / temp_range, tau0 * temp_range)
+    if temp_map == "exp":
+        tau = tau0 * torch.exp(gamma * c_hat)
+    elif temp_map == "linear":
+        tau = tau0 * (1.0 + gamma * c_hat)
+    else:
+        raise ValueError(f"temp_map must be exp or linear, got {temp_map!r}")
+    tau = tau.clamp(tau0 / temp_range, tau0 * temp_range)
     tau = torch.where(nonempty, tau, tau0)
 
     inv_sums = _all_reduce_sum(torch.stack([(ne64 / tau).sum(), ne64.sum()]), group)
@@ -484,6 +504,8 @@ def dsl_loss(
     temp_range: float = 2.0,
     dro_scale: bool = True,
     group: Any = None,
+    intensity: str = "lme",
+    temp_map: str = "exp",
 ) -> LossOutput:
     """Dual-scale softmax loss (dsl-loss.md):
     ℓ_b = ρ_b · [−s⁺_b/τ_b + log(exp(s⁺_b/τ_b) + Σ_{j valid} w_bj · exp(s_bj/τ_b − c_bj))]
@@ -531,6 +553,7 @@ def dsl_loss(
             tau, _, mu, sigma = competition_temperatures(
                 pos_d, neg_d if buf is None else buf, temperature=tau0, slate_size=slate_size,
                 gamma=gamma, temp_range=temp_range, group=_resolve_group(group),
+                intensity=intensity, temp_map=temp_map,
             )
             stats.update(mu=mu, sigma=sigma)
         else:

@@ -49,6 +49,8 @@ class DSLLoss(nn.Module):
         temp_range: float = 2.0,
         dro_scale: bool = True,
         group: Any = None,
+        intensity: str = "lme",
+        temp_map: str = "exp",
     ) -> None:
         super().__init__()
         self.kwargs: dict[str, Any] = dict(
@@ -56,6 +58,7 @@ class DSLLoss(nn.Module):
             kappa_hard=float(kappa_hard), kappa_sim=float(kappa_sim),
             w_max=None if w_max is None else float(w_max), slate_size=int(slate_size),
             gamma=float(gamma), temp_range=float(temp_range), dro_scale=bool(dro_scale),
+            intensity=str(intensity), temp_map=str(temp_map),
         )
         self.group = group
 

@@ -20,7 +20,7 @@ def build_loss(cfg: LossConfig) -> nn.Module:
             temperature=cfg.temperature, include_positive=cfg.include_positive,
             kappa_hard=cfg.kappa_hard, kappa_sim=cfg.kappa_sim, w_max=cfg.w_max,
             slate_size=cfg.slate_size, gamma=cfg.gamma, temp_range=cfg.temp_range,
-            dro_scale=cfg.dro_scale,
+            dro_scale=cfg.dro_scale, intensity=cfg.intensity, temp_map=cfg.temp_map,
         )
     if name == "bsl":
         return BSLLoss(cfg.temperature, cfg.temperature2)
