@@ -115,7 +115,6 @@ def train_main(argv: list[str] | None = None) -> int:
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
         return subprocess.call(cmd, env=env)
-    import torch.distributed as dist
 
     from .dist import init_distributed
     from .train.preemption import REQUEUE_EXIT_CODE

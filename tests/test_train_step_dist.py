@@ -16,10 +16,6 @@ KINDS = ["row_wise", "table_wise", "data_parallel", "column_wise"]
 EXACT = {"sgd": KINDS, "rowwise_adagrad": KINDS[:3]}
 
 
-def _full_table(ebc_lookup, n: int) -> torch.Tensor:
-    return ebc_lookup(torch.arange(n)).detach().clone()
-
-
 def _raw_rows(model, which: str, n: int) -> torch.Tensor:
     from dsl_torchrec.model.towers import ITEM_FEATURE, USER_FEATURE, one_id_per_row
 

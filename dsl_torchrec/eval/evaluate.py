@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from ..negatives.all_gather import all_gather_ids
-from .metrics import metric_sums, summarize
+from .metrics import NAMES, metric_sums, summarize
 from .retrieval import csr_rows, item_range, sharded_topk
 
 LocalScores = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -76,7 +76,7 @@ def evaluate(local_scores: LocalScores, data, split: str, exclude_splits: Sequen
         real_top = top[:n_real, :kmax]
         in_mine = real_top[(real_top >= lo) & (real_top < hi)]
         covered[in_mine - lo] = True
-    names = sorted(f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hitrate", "mrr") for k in ks)
+    names = sorted(f"{m}@{k}" for m in NAMES for k in ks)
     vec = torch.tensor([sums.get(n, 0.0) for n in names] + [float(covered.sum())],
                        dtype=torch.float64)
     if world > 1:

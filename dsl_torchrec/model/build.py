@@ -67,7 +67,7 @@ def seeded_rows(seed: int, table_index: int, row_start: int, row_end: int, dim: 
 def init_tables(dmp: DistributedModelParallel, seed: int, std: float) -> None:
     """Overwrite every local shard with its seeded rows (identical on any world size)."""
     for table_index, (name, tensor) in enumerate(_table_weights(dmp)):
-        dim = _full_dim(tensor)
+        dim = tensor.size(1)
         for t, (r0, c0) in _local_pieces(tensor):
             rows = seeded_rows(seed, table_index, r0, r0 + t.shape[0], dim, std)
             t.copy_(rows[:, c0: c0 + t.shape[1]].to(t.device, t.dtype))
@@ -76,10 +76,6 @@ def init_tables(dmp: DistributedModelParallel, seed: int, std: float) -> None:
 def _table_weights(dmp: DistributedModelParallel):
     sd = dmp.state_dict()
     return sorted((k, v) for k, v in sd.items() if k.endswith(".weight") and "embedding_bags" in k)
-
-
-def _full_dim(tensor) -> int:
-    return tensor.size(1)
 
 
 def _local_pieces(tensor):

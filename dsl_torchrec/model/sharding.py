@@ -59,7 +59,8 @@ def build_plan(
         planner = EmbeddingShardingPlanner(topology=topology)
         return planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
     plans = {}
-    for module_name, table, rank in (("user_ebc", USER_TABLE, 0), ("item_ebc", ITEM_TABLE, world - 1)):
+    placements = (("user_ebc", USER_TABLE, 0), ("item_ebc", ITEM_TABLE, world - 1))
+    for module_name, table, rank in placements:
         module = getattr(model, module_name)
         plans[module_name] = construct_module_sharding_plan(
             module, {table: _generator(kind, rank)}, sharder=sharder,

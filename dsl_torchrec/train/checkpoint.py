@@ -95,7 +95,8 @@ class CheckpointManager:
         return Path(found) if found else None
 
     # ----------------------------------------------------------------- save / load
-    def save(self, app_state: dict[str, Any], position: TrainPosition, meta: dict[str, Any]) -> Path:
+    def save(self, app_state: dict[str, Any], position: TrainPosition,
+             meta: dict[str, Any]) -> Path:
         name = f"step_{position.global_step:08d}"
         final, tmp = self.root / name, self.root / f"{name}.tmp"
         if _is_main():

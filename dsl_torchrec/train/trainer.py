@@ -126,8 +126,8 @@ def train(cfg: Config, env: DistEnv) -> dict[str, Any]:
                 if pos.global_step % cfg.train.log_every == 0 or pos.step_in_epoch == steps:
                     _log_train(run, out, pos.global_step, epoch, loss_sum / n_loss,
                                batches.global_batch * n_loss / (time.perf_counter() - t0))
-                bar.set_postfix(loss=f"{float(out.loss):.4f}", refresh=False,
-                                ex_s=f"{batches.global_batch * n_loss / (time.perf_counter() - t0):,.0f}")
+                ex_s = batches.global_batch * n_loss / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{float(out.loss):.4f}", ex_s=f"{ex_s:,.0f}", refresh=False)
                 bar.update(1)
                 if preempt.should_stop():
                     save()
