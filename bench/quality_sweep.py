@@ -54,7 +54,7 @@ def space_cells(path: str, mode: str, n: int, seed: int) -> list[tuple[str, list
         combos = random.Random(seed).sample(combos, min(n, len(combos)))
     cells = []
     for combo in combos:
-        overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+        overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}"
                      for k, v in zip(keys, combo)]
         name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, combo))
         cells.append((name, overrides))
