@@ -45,11 +45,16 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _exit_now(code: int) -> None:
-    """Leave without the interpreter's teardown. Seen here: a 2-rank dsl-eval under a
-    table_wise plan aborted in C++ static destructors after finishing its work ("terminate
-    called without an active exception", about 1 run in 8), which torchrun reports as a failure."""
-    sys.stdout.flush()
+def _exit_now(main, argv) -> None:
+    """Run ``main(argv)`` and leave without the interpreter's teardown. Seen here: a 2-rank
+    dsl-eval under a table_wise plan aborted in C++ static destructors after finishing its work
+    ("terminate called without an active exception", about 1 run in 8), which torchrun reports
+    as a failure. A closed stdout (``| head``) is not an error."""
+    try:
+        code = main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = 0
     sys.stderr.flush()
     os._exit(code)
 
@@ -142,7 +147,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    _exit_now(_eval(argv))
+    _exit_now(_eval, argv)
 
 
 def _eval(argv: list[str] | None) -> int:
@@ -200,7 +205,7 @@ def _eval(argv: list[str] | None) -> int:
 
 
 def export_main(argv: list[str] | None = None) -> int:
-    _exit_now(_export(argv))
+    _exit_now(_export, argv)
 
 
 def _export(argv: list[str] | None) -> int:
