@@ -85,6 +85,15 @@ class LossConfig:
     # slate and the map from standardised intensity to temperature
     intensity: Literal["lme", "sigmoid", "entropy"] = "lme"
     temp_map: Literal["exp", "linear"] = "exp"
+    # κ logits from row-wise standardised hardness and similarity (unitless, no 1/τ₀)
+    standardize: bool = False
+    # the vectors of the item–item similarity a_bj: cosine of the item vectors ("item"), or of
+    # the item vectors centred on the mean candidate vector ("centered", removes the direction
+    # all items share)
+    sim_vectors: Literal["item", "centered"] = "item"
+    # one fused log-sum-exp, or SL plus each branch as its own loss weighted by branch_weight
+    combine: Literal["fused", "mix"] = "fused"
+    branch_weight: float = 1.0
     # BSL second temperature, PSL activation
     temperature2: float = 0.1
     psl_activation: Literal["tanh", "atan", "relu"] = "tanh"
@@ -264,6 +273,7 @@ def validate(cfg: Config) -> None:
         ),
         (all(k > 0 for k in cfg.eval.k) and cfg.eval.k, "eval.k must be a list of positive ints"),
         (cfg.loss.temp_range >= 1.0, "loss.temp_range must be >= 1"),
+        (cfg.loss.branch_weight >= 0.0, "loss.branch_weight must be >= 0"),
     ]
     for ok, msg in checks:
         if not ok:

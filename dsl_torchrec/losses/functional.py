@@ -38,6 +38,8 @@ __all__ = [
     "bpr_loss",
     "weighted_softmax_loss",
     "competition_temperatures",
+    "item_similarity",
+    "standardize_rows",
     "top_values",
 ]
 
@@ -347,6 +349,20 @@ def weighted_softmax_loss(
 # --------------------------------------------------------------------------- DSL branches
 
 
+@torch.no_grad()
+def item_similarity(pos_vectors: Tensor, cand_vectors: Tensor, kind: str = "item") -> Tensor:
+    """a_bj [B, C] from the positives' item vectors [B, d] and the candidates' [C, d]: their
+    cosine (``item``), or the cosine after subtracting the mean candidate vector from both
+    (``centered``). The candidates are the same on every rank, so the mean is too."""
+    if kind == "centered":
+        m = cand_vectors.mean(0, keepdim=True)
+        pos_vectors, cand_vectors = pos_vectors - m, cand_vectors - m
+    elif kind != "item":
+        raise ValueError(f"item similarity must be item or centered, got {kind!r}")
+    normalize = torch.nn.functional.normalize
+    return normalize(pos_vectors, dim=-1) @ normalize(cand_vectors, dim=-1).T
+
+
 def top_values(masked: Tensor, k: int, group_size: int | None = None) -> Tensor:
     """The k largest values of each row of ``masked`` [B, C] (−inf = excluded), [B, k], unsorted.
 
@@ -445,13 +461,35 @@ def competition_temperatures(
     return tau.to(dt), c, mu.to(dt), sigma.to(dt)
 
 
+def standardize_rows(x: Tensor, valid: Tensor | None) -> Tensor:
+    """(x_bj − μ_b) / (σ_b + 1e-6), μ_b and σ_b (population) over row b's valid entries; [B, C]
+    (invalid entries hold garbage, masked by the caller). Per row, so never all-reduced."""
+    if valid is None:
+        mu = x.mean(1, keepdim=True)
+        var = (x - mu).square_().mean(1, keepdim=True)
+    else:
+        n = valid.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
+        mu = torch.where(valid, x, 0).sum(1, keepdim=True) / n
+        var = torch.where(valid, (x - mu).square_(), 0).sum(1, keepdim=True) / n
+    return (x - mu) / (var.sqrt() + 1e-6)
+
+
 def _kappa_logits_(
     out: Tensor, neg_d: Tensor | None, item_sim: Tensor | None, kappa_hard: float,
-    kappa_sim: float, tau0: float, valid: Tensor | None,
+    kappa_sim: float, tau0: float, valid: Tensor | None, standardize: bool = False,
 ) -> Tensor:
     """z_bj = (κ_h·s_bj + κ_s·a_bj)/τ₀ into ``out``, −inf where invalid. The −κ_h·s⁺_b/τ₀ of the
-    hardness is a per-row constant, which the softmax over the row cancels, so it is omitted."""
-    if item_sim is not None and kappa_sim != 0.0:
+    hardness is a per-row constant, which the softmax over the row cancels, so it is omitted.
+    ``standardize``: z_bj = κ_h·ŝ_bj + κ_s·â_bj with ŝ, â standardised within the row over its
+    valid entries (unitless, so no 1/τ₀)."""
+    if standardize:
+        out.zero_()
+        if kappa_hard != 0.0:
+            assert neg_d is not None
+            out.add_(standardize_rows(neg_d, valid), alpha=kappa_hard)
+        if item_sim is not None and kappa_sim != 0.0:
+            out.add_(standardize_rows(item_sim, valid), alpha=kappa_sim)
+    elif item_sim is not None and kappa_sim != 0.0:
         torch.mul(item_sim, kappa_sim / tau0, out=out)
         if kappa_hard != 0.0:
             assert neg_d is not None
@@ -506,6 +544,9 @@ def dsl_loss(
     group: Any = None,
     intensity: str = "lme",
     temp_map: str = "exp",
+    standardize: bool = False,
+    combine: str = "fused",
+    branch_weight: float = 1.0,
 ) -> LossOutput:
     """Dual-scale softmax loss (dsl-loss.md):
     ℓ_b = ρ_b · [−s⁺_b/τ_b + log(exp(s⁺_b/τ_b) + Σ_{j valid} w_bj · exp(s_bj/τ_b − c_bj))]
@@ -513,7 +554,14 @@ def dsl_loss(
     temperatures τ_b (competition of the top-``slate_size`` slate, statistics all-reduced over
     ``group``; None = the default group when initialised with world size > 1, else no
     collective). Weights and temperatures are constants for autograd. κ_h = κ_s = 0 and γ = 0
-    give ``sl_loss`` exactly."""
+    give ``sl_loss`` exactly.
+
+    Issue-7 design space, all off by default: ``standardize`` forms the κ logits from row-wise
+    standardised hardness and similarity (see ``_kappa_logits_``); ``combine="mix"`` replaces
+    the single fused log-sum-exp by SL plus the two branches as separate losses,
+    ℓ_b = (ℓ_SL + β·ℓ_κ + β·ℓ_CA) / (1 + β·#branches on), β = ``branch_weight``, where ℓ_κ is
+    the fused loss with γ = 0 and ℓ_CA the fused loss with κ_h = κ_s = 0 (a branch that is off
+    is left out, so with both off it is SL)."""
     tau0 = _check_temperature("temperature", temperature)
     if slate_size < 1:
         raise ValueError(f"slate_size must be >= 1, got {slate_size}")
@@ -521,13 +569,25 @@ def dsl_loss(
         raise ValueError(f"temp_range must be >= 1, got {temp_range}")
     if w_max is not None and not w_max > 0:
         raise ValueError(f"w_max must be > 0 or None, got {w_max}")
+    if combine not in ("fused", "mix"):
+        raise ValueError(f"combine must be fused or mix, got {combine!r}")
+    if not branch_weight >= 0.0:
+        raise ValueError(f"branch_weight must be >= 0, got {branch_weight}")
+    kappa_on = kappa_hard != 0.0 or (kappa_sim != 0.0 and item_sim is not None)
+    ca_on = gamma != 0.0
+    if combine == "mix":
+        return _mixed_branches(
+            pos, neg, valid, item_sim, log_q, kappa_on=kappa_on, ca_on=ca_on,
+            branch_weight=branch_weight, temperature=tau0, include_positive=include_positive,
+            kappa_hard=kappa_hard, kappa_sim=kappa_sim, w_max=w_max, slate_size=slate_size,
+            gamma=gamma, temp_range=temp_range, dro_scale=dro_scale, group=group,
+            intensity=intensity, temp_map=temp_map, standardize=standardize)
     pos, neg, valid, item_sim, log_q = _prepare(pos, neg, valid, item_sim, log_q)
     B, C = neg.shape
     dt, dev = neg.dtype, neg.device
     neg_d, pos_d = neg.detach(), pos.detach()
-    kappa_on = kappa_hard != 0.0 or (kappa_sim != 0.0 and item_sim is not None)
-    sim_only = kappa_on and kappa_hard == 0.0 and w_max is None  # z = α·a: the default
-    ca_on = gamma != 0.0
+    # z = α·a: the default, fastest path
+    sim_only = kappa_on and kappa_hard == 0.0 and w_max is None and not standardize
     stats: dict[str, Tensor] = {}
     # Two [B, C] buffers, as many as SL allocates: ``buf`` becomes the logits (the masked scores
     # first, for the slate) and ``scratch`` holds the κ logits, then the gradient in backward.
@@ -588,9 +648,10 @@ def dsl_loss(
             scratch = torch.empty_like(neg_d, memory_format=torch.contiguous_format)
             n = _count_valid(valid, B, C, neg_d)
             log_n = n.log()
-            z = _kappa_logits_(scratch, neg_d, item_sim, kappa_hard, kappa_sim, tau0, valid)
+            z = _kappa_logits_(scratch, neg_d, item_sim, kappa_hard, kappa_sim, tau0, valid,
+                               standardize)
             log_w: Tensor | None = None
-            if w_max is None:
+            if w_max is None and not standardize:
                 # the hardness part of z is linear in s: scale s by 1/τ_b + κ_h/τ₀ in the
                 # logits instead of adding it (the gradient still uses 1/τ_b)
                 lse_z = _logsumexp_(z)
@@ -599,9 +660,9 @@ def dsl_loss(
                 weights = _lazy_kappa_weights(neg_d, item_sim, kappa_hard, kappa_sim, tau0,
                                               valid, lse_z, log_n)
             else:
-                # the cap needs the weights themselves: log w stays in scratch
+                # a cap or standardised logits: log w itself stays in scratch
                 log_w = z
-                for cap in (math.log(w_max), None):
+                for cap in ((None,) if w_max is None else (math.log(w_max), None)):
                     log_w.sub_(torch.where(n > 0, torch.logsumexp(log_w, 1) - log_n, 0)
                                .unsqueeze(1))
                     if cap is not None:
@@ -632,6 +693,37 @@ def dsl_loss(
     return LossOutput(
         loss=_mean(per_row), per_row=per_row, weights=weights, temperatures=tau, stats=all_stats
     )
+
+
+def _mixed_branches(
+    pos: Tensor, neg: Tensor, valid: Tensor | None, item_sim: Tensor | None,
+    log_q: Tensor | None, *, kappa_on: bool, ca_on: bool, branch_weight: float,
+    **kw: Any,
+) -> LossOutput:
+    """``dsl_loss(combine="mix")``: SL plus the branches that are on, each its own fused loss."""
+    tau0, include_positive = kw["temperature"], kw["include_positive"]
+    base = sl_loss(pos, neg, valid, log_q, temperature=tau0, include_positive=include_positive)
+    branches: dict[str, LossOutput] = {}
+    if kappa_on:
+        branches["kappa"] = dsl_loss(pos, neg, valid, item_sim, log_q, **{**kw, "gamma": 0.0})
+    if ca_on:
+        branches["ca"] = dsl_loss(pos, neg, valid, None, log_q,
+                                  **{**kw, "kappa_hard": 0.0, "kappa_sim": 0.0})
+    per_row = base.per_row
+    for out in branches.values():
+        per_row = per_row + branch_weight * out.per_row
+    per_row = per_row / (1.0 + branch_weight * len(branches))
+    weights_from = branches.get("kappa", base)
+    temps = branches["ca"].temperatures if ca_on else base.temperatures
+
+    def stats() -> dict[str, Tensor]:
+        merged: dict[str, Tensor] = {}
+        for out in branches.values():
+            merged.update(out.stats)
+        return merged
+
+    return LossOutput(loss=_mean(per_row), per_row=per_row,
+                      weights=lambda: weights_from.weights, temperatures=temps, stats=stats)
 
 
 def _lazy_kappa_weights(

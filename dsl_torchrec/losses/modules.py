@@ -51,14 +51,23 @@ class DSLLoss(nn.Module):
         group: Any = None,
         intensity: str = "lme",
         temp_map: str = "exp",
+        standardize: bool = False,
+        combine: str = "fused",
+        branch_weight: float = 1.0,
+        sim_vectors: str = "item",
     ) -> None:
         super().__init__()
+        if sim_vectors not in ("item", "centered"):
+            raise ValueError(f"sim_vectors must be item or centered, got {sim_vectors!r}")
+        # read by the train step, which computes item_sim
+        self.sim_vectors = sim_vectors
         self.kwargs: dict[str, Any] = dict(
             temperature=float(temperature), include_positive=bool(include_positive),
             kappa_hard=float(kappa_hard), kappa_sim=float(kappa_sim),
             w_max=None if w_max is None else float(w_max), slate_size=int(slate_size),
             gamma=float(gamma), temp_range=float(temp_range), dro_scale=bool(dro_scale),
-            intensity=str(intensity), temp_map=str(temp_map),
+            intensity=str(intensity), temp_map=str(temp_map), standardize=bool(standardize),
+            combine=str(combine), branch_weight=float(branch_weight),
         )
         self.group = group
 
@@ -71,7 +80,8 @@ class DSLLoss(nn.Module):
         return F.dsl_loss(pos, neg, valid, item_sim, log_q, group=self.group, **self.kwargs)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+        return ", ".join(f"{k}={v}" for k, v in {**self.kwargs,
+                                                 "sim_vectors": self.sim_vectors}.items())
 
 
 class BSLLoss(nn.Module):

@@ -21,6 +21,8 @@ def build_loss(cfg: LossConfig) -> nn.Module:
             kappa_hard=cfg.kappa_hard, kappa_sim=cfg.kappa_sim, w_max=cfg.w_max,
             slate_size=cfg.slate_size, gamma=cfg.gamma, temp_range=cfg.temp_range,
             dro_scale=cfg.dro_scale, intensity=cfg.intensity, temp_map=cfg.temp_map,
+            standardize=cfg.standardize, combine=cfg.combine, branch_weight=cfg.branch_weight,
+            sim_vectors=cfg.sim_vectors,
         )
     if name == "bsl":
         return BSLLoss(cfg.temperature, cfg.temperature2)

@@ -7,12 +7,12 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, ConfigError, NegativesConfig
 from ..data.loader import Batch
 from ..losses import build_loss
+from ..losses.functional import item_similarity
 from ..model.towers import TwoTower
 from ..negatives import (
     CandidateAssembler,
@@ -96,7 +96,8 @@ class TrainStep:
             item_sim = None
             if getattr(self.loss_fn, "needs_item_sim", False):
                 with torch.no_grad():
-                    item_sim = F.normalize(e_pos, dim=-1) @ F.normalize(cands.vectors, dim=-1).T
+                    item_sim = item_similarity(e_pos, cands.vectors,
+                                               getattr(self.loss_fn, "sim_vectors", "item"))
             out = self.loss_fn(pos, neg, cands.valid, item_sim, cands.log_q)
         with t("optimizer"):
             if self.dense_optimizer is not None:
