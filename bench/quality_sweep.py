@@ -23,6 +23,7 @@ import argparse
 import csv
 import itertools
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -78,13 +79,17 @@ def run_points(args, todo: list[tuple[Path, list[str]]]) -> None:
     """Run up to --parallel points side by side; a failed point is reported, not retried."""
     running: list[tuple[subprocess.Popen, Path, float]] = []
     queue = list(todo)
+    # points side by side share the cores: one thread per core each, not every core each
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS",
+                   str(max(1, (os.cpu_count() or 1) // (args.parallel * args.nproc))))
     while queue or running:
         while queue and len(running) < args.parallel:
             run_dir, cmd = queue.pop(0)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             log = open(run_dir.with_suffix(".log"), "w")
             print(f"[run] {run_dir}", flush=True)
-            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
                             run_dir, time.perf_counter()))
         time.sleep(1.0)
         for proc, run_dir, t0 in list(running):
