@@ -1,0 +1,103 @@
+"""bench/quality_sweep.py: resumability (a finished point is never rerun) and the report
+(tuned SL = best SL cell on valid NDCG@20, gains of the test metrics over it, mean ± std)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sweep(monkeypatch):
+    spec = importlib.util.spec_from_file_location("quality_sweep", ROOT / "bench/quality_sweep.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod.time, "sleep", lambda s: None)
+    return mod
+
+
+def _fake_result(run_dir: Path, valid_ndcg: float, test_ndcg: float, test_recall: float):
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps({
+        "best_epoch": 3, "timing": {"seconds_per_epoch": 1.0},
+        "valid": {"ndcg@20": valid_ndcg, "recall@20": 2 * valid_ndcg},
+        "test": {"ndcg@20": test_ndcg, "recall@20": test_recall},
+    }))
+
+
+CELLS = ["--cell", "sl-0.1: loss.name=sl loss.temperature=0.1",
+         "--cell", "sl-0.2: loss.name=sl loss.temperature=0.2",
+         "--cell", "dsl-a: loss.name=dsl loss.gamma=0.5"]
+
+RESULTS = {  # cell -> seed -> (valid N, test N, test R)
+    "sl-0.1": {0: (0.10, 0.20, 0.40), 1: (0.10, 0.20, 0.40)},
+    "sl-0.2": {0: (0.12, 0.10, 0.30), 1: (0.14, 0.10, 0.30)},  # best valid, worse test
+    "dsl-a": {0: (0.11, 0.11, 0.33), 1: (0.11, 0.13, 0.33)},
+}
+
+
+def _argv(out: Path, *extra: str) -> list[str]:
+    return ["quality_sweep.py", "--out", str(out), "--config", str(ROOT / "configs/quickstart.yaml"),
+            "--data", "toy=/nonexistent", "--seeds", "0", "1", *CELLS, *extra]
+
+
+def test_report_picks_tuned_sl_on_valid_and_states_gains(sweep, tmp_path, monkeypatch):
+    for cell, seeds in RESULTS.items():
+        for seed, r in seeds.items():
+            _fake_result(tmp_path / "toy" / cell / f"seed{seed}", *r)
+    monkeypatch.setattr(sys, "argv", _argv(tmp_path, "--report-only"))
+    assert sweep.main() == 0
+    table = (tmp_path / "table.md").read_text()
+    assert "tuned SL = `sl-0.2`" in table  # selection on valid, although sl-0.1 tests better
+    assert "configurations per loss: dsl: 1, sl: 2" in table
+    dsl_row = next(line for line in table.splitlines() if line.startswith("| dsl-a"))
+    assert "+20.0%" in dsl_row and "+10.0%" in dsl_row  # test N 0.12 vs 0.10; R 0.33 vs 0.30
+    assert "0.1200 ± 0.0141" in dsl_row  # test N over the 2 seeds (0.11, 0.13)
+    rows = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 1 + 6 and (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_finished_points_are_never_rerun(sweep, tmp_path, monkeypatch):
+    for cell, seeds in RESULTS.items():
+        for seed, r in seeds.items():
+            if (cell, seed) != ("dsl-a", 1):
+                _fake_result(tmp_path / "toy" / cell / f"seed{seed}", *r)
+    launched = []
+
+    class FakePopen:
+        def __init__(self, cmd, **kw):
+            run_dir = Path(next(a for a in cmd if a.startswith("run.dir=")).split("=", 1)[1])
+            launched.append((run_dir, cmd, kw["env"]))
+            _fake_result(run_dir, *RESULTS["dsl-a"][1])
+            self.returncode = 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(sys, "argv", _argv(tmp_path, "--parallel", "2"))
+    assert sweep.main() == 0
+    assert [r for r, _, _ in launched] == [tmp_path / "toy" / "dsl-a" / "seed1"]
+    cmd, env = launched[0][1], launched[0][2]
+    assert "train.seed=1" in cmd and "loss.gamma=0.5" in cmd and "data.path=/nonexistent" in cmd
+    assert int(env["OMP_NUM_THREADS"]) >= 1
+    launched.clear()
+    assert sweep.main() == 0  # everything finished now: nothing runs
+    assert launched == []
+
+
+def test_space_grid_and_random_draws(sweep, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("loss.name: [dsl]\nloss.gamma: [0.0, 0.5]\nloss.kappa_hard: [-0.25, 0.0]\n")
+    grid = sweep.space_cells(str(space), "grid", 0, 0)
+    assert len(grid) == 4 and all(o[0] == "loss.name=dsl" for _, o in grid)
+    draws = sweep.space_cells(str(space), "random", 3, 7)
+    assert len(draws) == 3 and draws == sweep.space_cells(str(space), "random", 3, 7)
+    assert {n for n, _ in draws} <= {n for n, _ in grid}
