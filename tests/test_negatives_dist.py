@@ -62,18 +62,26 @@ def _rows(model, which: str, n: int) -> torch.Tensor:
         return ebc(one_id_per_row(feat, torch.arange(n)))[feat].clone()
 
 
+# DSL with every issue-7 knob on: its item similarities come from the centred candidate
+# vectors (the same mean on every rank) and its CA statistics are all-reduced
+DSL_KNOBS = ["loss.name=dsl", "loss.kappa_sim=-0.5", "loss.kappa_hard=-0.25",
+             "loss.sim_vectors=centered", "loss.standardize=true", "loss.combine=mix",
+             "loss.gamma=0.5", "loss.slate_size=4", "loss.temp_map=linear"]
+
+
 def worker(rank: int, world: int):
-    """Both memory modes in one process (saves a spawn): {"stored": ..., "fresh": ...}."""
-    return {"stored": run_steps(rank, world, False), "fresh": run_steps(rank, world, True)}
+    """Every mode in one process (saves a spawn): {"stored": ..., "fresh": ..., "dsl": ...}."""
+    return {"stored": run_steps(rank, world, False), "fresh": run_steps(rank, world, True),
+            "dsl": run_steps(rank, world, False, DSL_KNOBS)}
 
 
-def run_steps(rank: int, world: int, fresh: bool):
+def run_steps(rank: int, world: int, fresh: bool, extra: list[str] = ()):
     from dsl_torchrec.config import load_config
     from dsl_torchrec.data.loader import Batch
     from dsl_torchrec.model.build import build_sharded_model
     from dsl_torchrec.train.step import build_train_step
 
-    cfg = load_config(None, OVERRIDES + ["negatives.memory_vectors=fresh"] * fresh)
+    cfg = load_config(None, OVERRIDES + ["negatives.memory_vectors=fresh"] * fresh + list(extra))
     sm = build_sharded_model(cfg, NUM_USERS, NUM_ITEMS, torch.device("cpu"))
     step = build_train_step(cfg, _Data(), sm, 2 * B)
     per = 2 * B // world
@@ -234,3 +242,16 @@ def test_fresh_memory_vectors_get_gradient_and_two_ranks_equal_one_process(fresh
     for r in range(2):
         torch.testing.assert_close(two[r]["item"], ref["item"], atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(two[r]["user"], ref["user"], atol=1e-6, rtol=1e-5)
+
+
+def test_dsl_with_every_knob_two_ranks_equal_one_process(both_modes):
+    ref, two = both_modes
+    ref, two = ref["dsl"], [t["dsl"] for t in two]
+    for r in range(2):
+        for t in range(STEPS):
+            assert two[r]["steps"][t]["loss"] == pytest.approx(ref["steps"][t]["loss"],
+                                                              rel=1e-5, abs=1e-6), (r, t)
+        torch.testing.assert_close(two[r]["item"], ref["item"], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(two[r]["user"], ref["user"], atol=1e-6, rtol=1e-5)
+    # and the knobs matter: the DSL run differs from the SL run on the same batches
+    assert abs(ref["steps"][0]["loss"] - both_modes[0]["stored"]["steps"][0]["loss"]) > 1e-4

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue 7: DSL against a tuned SL, successive halving, selection on valid NDCG@20 only.
+# Resumable: rerun the same stage and only unfinished points run. Usage:
+#   DATA=/work/data OUT=/work/runs/issue7 bash bench/sweeps/issue7.sh rung0|rung0b|rung1|elec|ood|report
+# DATA holds the prepared datasets (dsl-data prepare --format irb ...; the OOD split with
+# dsl-data split --protocol ood-popularity); every point is one `dsl-train` run directory.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${DATA:-data}; OUT=${OUT:-runs/issue7}
+PY=${PY:-.venv/bin/python}
+SMALL=(--data "beauty=$DATA/amazon2014-beauty" --data "ml100k=$DATA/movielens-100k-irb"
+       --data "health=$DATA/amazon2014-health")
+COMMON=(--config configs/amazon2014-health.yaml --nproc 1 --parallel 2
+        --set train.epochs=40 --set train.batch_size=2048)
+sweep() { "$PY" bench/quality_sweep.py --out "$OUT" "${COMMON[@]}" "$@"; }
+
+SL=()
+for t in 0.025 0.05 0.1 0.2 0.3; do SL+=(--cell "sl-$t: loss.name=sl loss.temperature=$t"); done
+D="loss.name=dsl loss.dro_scale=false loss.kappa_sim=0.0"
+# rung 0: the knobs of dsl-loss.md, around the lead of a first coarse random search on health
+RUNG0=(
+  --cell "name=dsl,temperature=0.3,kappa_sim=0.0,kappa_hard=-0.25,gamma=0.5,dro_scale=False: $D loss.temperature=0.3 loss.kappa_hard=-0.25 loss.gamma=0.5"
+  --cell "dsl-t0.3-kh-0.25: $D loss.temperature=0.3 loss.kappa_hard=-0.25 loss.gamma=0.0"
+  --cell "dsl-t0.3-g0.5: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.5"
+  --cell "dsl-t0.3-kh-0.25-g1: $D loss.temperature=0.3 loss.kappa_hard=-0.25 loss.gamma=1.0"
+)
+# beauty only (dropped from the larger sets after their beauty result)
+RUNG0_BEAUTY=(
+  --cell "dsl-t0.3-kh-0.5-g0.5: $D loss.temperature=0.3 loss.kappa_hard=-0.5 loss.gamma=0.5"
+  --cell "dsl-t0.3-kh-0.25-g0.5-entropy: $D loss.temperature=0.3 loss.kappa_hard=-0.25 loss.gamma=0.5 loss.intensity=entropy"
+  --cell "dsl-spec-t0.2: loss.name=dsl loss.temperature=0.2"
+)
+# rung 0b: the issue-7 knobs (temperature map, fused vs mixed, standardised κ logits,
+# centred similarity) and CA at the SL temperature
+RUNG0B=(
+  --cell "dsl-t0.3-g0.5-linear: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.5 loss.temp_map=linear"
+  --cell "dsl-t0.3-mix-kh-0.25-g0.5: $D loss.temperature=0.3 loss.kappa_hard=-0.25 loss.gamma=0.5 loss.combine=mix"
+  --cell "dsl-t0.3-std-kh-0.25-g0.5: $D loss.temperature=0.3 loss.kappa_hard=-0.25 loss.gamma=0.5 loss.standardize=true"
+  --cell "dsl-t0.3-std-ks-0.25-centered-g0.5: $D loss.temperature=0.3 loss.kappa_sim=-0.25 loss.sim_vectors=centered loss.standardize=true loss.gamma=0.5"
+  --cell "dsl-t0.2-g0.5: $D loss.temperature=0.2 loss.kappa_hard=0.0 loss.gamma=0.5"
+)
+
+case "${1:-}" in
+  rung0)
+    sweep --data "beauty=$DATA/amazon2014-beauty" --seeds 0 "${SL[@]}" "${RUNG0[@]}" "${RUNG0_BEAUTY[@]}"
+    sweep "${SMALL[@]}" --seeds 0 "${SL[@]}" "${RUNG0[@]}" ;;
+  rung0b) sweep "${SMALL[@]}" --seeds 0 "${SL[@]}" "${RUNG0[@]}" "${RUNG0B[@]}" ;;
+  *) echo "usage: $0 rung0|rung0b|rung1|elec|ood|report" >&2; exit 2 ;;
+esac
