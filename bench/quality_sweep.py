@@ -165,7 +165,44 @@ def summarize(rows: list[dict]) -> tuple[str, dict]:
                          + " | ".join(_fmt(st[k]) for k in cols)
                          + f" | {gains[0]} | {gains[1]} | {spe:.1f} |")
         lines.append("")
+    lines += _across_datasets(rows, tuned)
     return "\n".join(lines), tuned
+
+
+def _across_datasets(rows: list[dict], tuned: dict) -> list[str]:
+    """Cells run on every dataset, ranked by their mean relative valid NDCG@20 gain over each
+    dataset's tuned SL: the selection of one configuration for all datasets."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    if len(datasets) < 2 or not all(tuned.get(d) for d in datasets):
+        return []
+    means = {}
+    for r in rows:
+        means.setdefault((r["dataset"], r["cell"]), []).append(r)
+    cells = [c for c in dict.fromkeys(r["cell"] for r in rows)
+             if all((d, c) in means for d in datasets)]
+
+    def gain(d: str, c: str, key: str) -> float:
+        base = _mean([r[key] for r in means[(d, tuned[d])]])
+        return 100 * (_mean([r[key] for r in means[(d, c)]]) / base - 1)
+
+    table = []
+    for c in cells:
+        v = [gain(d, c, SELECT) for d in datasets]
+        t = [gain(d, c, "test_ndcg@20") for d in datasets]
+        tr = [gain(d, c, "test_recall@20") for d in datasets]
+        table.append((_mean(v), c, v, t, tr))
+    table.sort(key=lambda x: -x[0])
+    out = ["### across datasets", "",
+           "Cells run on every dataset, by mean relative valid NDCG@20 gain over each dataset's "
+           "tuned SL (the selection); test gains per dataset as N@20 / R@20.", "",
+           "| cell | mean Δ valid N@20 | " + " | ".join(f"{d} Δ valid N" for d in datasets)
+           + " | " + " | ".join(f"{d} Δ test N / R" for d in datasets) + " |",
+           "|---|---|" + "---|" * (2 * len(datasets))]
+    for m, c, v, t, tr in table:
+        out.append(f"| {c} | {m:+.1f}% | " + " | ".join(f"{x:+.1f}%" for x in v) + " | "
+                   + " | ".join(f"{a:+.1f}% / {b:+.1f}%" for a, b in zip(t, tr)) + " |")
+    out.append("")
+    return out
 
 
 def plot(rows: list[dict], tuned: dict, out: Path) -> None:

@@ -60,6 +60,7 @@ def test_report_picks_tuned_sl_on_valid_and_states_gains(sweep, tmp_path, monkey
     dsl_row = next(line for line in table.splitlines() if line.startswith("| dsl-a"))
     assert "+20.0%" in dsl_row and "+10.0%" in dsl_row  # test N 0.12 vs 0.10; R 0.33 vs 0.30
     assert "0.1200 ± 0.0141" in dsl_row  # test N over the 2 seeds (0.11, 0.13)
+    assert "### across datasets" not in table  # one dataset: nothing to average
     rows = (tmp_path / "sweep.csv").read_text().splitlines()
     assert len(rows) == 1 + 6 and (tmp_path / "sweep.png").stat().st_size > 0
 
@@ -101,3 +102,22 @@ def test_space_grid_and_random_draws(sweep, tmp_path):
     draws = sweep.space_cells(str(space), "random", 3, 7)
     assert len(draws) == 3 and draws == sweep.space_cells(str(space), "random", 3, 7)
     assert {n for n, _ in draws} <= {n for n, _ in grid}
+
+
+def test_across_datasets_ranks_cells_by_mean_valid_gain(sweep):
+    def row(ds, cell, loss, v, t):
+        return {"dataset": ds, "cell": cell, "loss": loss, "seed": 0, "best_epoch": 1,
+                "seconds_per_epoch": 1.0, "valid_recall@20": v, "valid_ndcg@20": v,
+                "test_recall@20": t, "test_ndcg@20": t}
+
+    rows = [row("a", "sl", "sl", 0.10, 0.10), row("b", "sl", "sl", 0.20, 0.20),
+            row("a", "x", "dsl", 0.11, 0.09), row("b", "x", "dsl", 0.19, 0.22),  # +10%, -5%
+            row("a", "y", "dsl", 0.104, 0.10), row("b", "y", "dsl", 0.204, 0.20),  # +4%, +2%
+            row("a", "only-a", "dsl", 0.5, 0.5)]
+    md, tuned = sweep.summarize(rows)
+    assert tuned == {"a": "sl", "b": "sl"}
+    across = md.split("### across datasets")[1]
+    lines = [ln for ln in across.splitlines() if ln.startswith("| ") and "cell" not in ln]
+    assert [ln.split(" | ")[0][2:] for ln in lines] == ["y", "x", "sl"]  # only-a left out
+    assert lines[0].split(" | ")[1] == "+3.0%" and lines[1].split(" | ")[1] == "+2.5%"
+    assert "-10.0% / -10.0%" in lines[1] and "+10.0% / +10.0%" in lines[1]
