@@ -103,12 +103,13 @@ def run_points(args, todo: list[tuple[Path, list[str]]]) -> None:
 
 def collect(points) -> list[dict]:
     rows = []
-    for dataset, cell, fam, seed, run_dir in points:
+    for dataset, cell, fam, seed, run_dir, overrides in points:
         f = run_dir / "results.json"
         if not f.exists():
             continue
         r = json.loads(f.read_text())
         row = {"dataset": dataset, "cell": cell, "loss": fam, "seed": seed,
+               "overrides": " ".join(overrides),
                "best_epoch": r["best_epoch"],
                "seconds_per_epoch": round(r["timing"]["seconds_per_epoch"], 2)}
         for split in ("valid", "test"):
@@ -128,7 +129,7 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def summarize(rows: list[dict]) -> tuple[str, dict]:
+def summarize(rows: list[dict], tune: str | None = None) -> tuple[str, dict]:
     cols = [f"{s}_{m}" for s in ("valid", "test") for m in METRICS]
     order = {c: i for i, c in enumerate(dict.fromkeys(r["cell"] for r in rows))}
     lines, tuned = [], {}
@@ -166,23 +167,50 @@ def summarize(rows: list[dict]) -> tuple[str, dict]:
                          + f" | {gains[0]} | {gains[1]} | {spe:.1f} |")
         lines.append("")
     lines += _across_datasets(rows, tuned)
+    if tune:
+        lines += _across_datasets(_tuned_groups(rows, tune), tuned, tune)
     return "\n".join(lines), tuned
 
 
-def _across_datasets(rows: list[dict], tuned: dict) -> list[str]:
+def _tuned_groups(rows: list[dict], key: str) -> list[dict]:
+    """Cells that differ only in the override ``key`` merged into one group per dataset: the
+    group keeps, on each dataset, the cell best on mean valid NDCG@20 (``key`` tuned per
+    dataset, as SL's temperature is). The group is named by its other overrides and the
+    chosen cell is recorded."""
+    def group_of(r: dict) -> str:
+        rest = [o for o in r.get("overrides", "").split() if not o.startswith(key + "=")]
+        return " ".join(rest) or "(defaults)"
+
+    by: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for r in rows:
+        by.setdefault((r["dataset"], group_of(r)), {}).setdefault(r["cell"], []).append(r)
+    out = []
+    for (ds, group), cells in by.items():
+        best = max(cells, key=lambda c: _mean([r[SELECT] for r in cells[c]]))
+        out += [{**r, "cell": group, "chosen": best} for r in cells[best]]
+    return out
+
+
+def _across_datasets(rows: list[dict], tuned: dict, tune: str | None = None) -> list[str]:
     """Cells run on every dataset, ranked by their mean relative valid NDCG@20 gain over each
-    dataset's tuned SL: the selection of one configuration for all datasets."""
+    dataset's tuned SL: the selection of one configuration for all datasets. With ``tune``,
+    ``rows`` are groups from _tuned_groups and each entry names the cell chosen per dataset."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     if len(datasets) < 2 or not all(tuned.get(d) for d in datasets):
         return []
     means = {}
     for r in rows:
         means.setdefault((r["dataset"], r["cell"]), []).append(r)
+    ref = dict(tuned)
+    if tune:  # the tuned SL's group holds the tuned SL cell itself
+        for (d, c), rs in means.items():
+            if rs[0]["chosen"] == tuned[d]:
+                ref[d] = c
     cells = [c for c in dict.fromkeys(r["cell"] for r in rows)
              if all((d, c) in means for d in datasets)]
 
     def gain(d: str, c: str, key: str) -> float:
-        base = _mean([r[key] for r in means[(d, tuned[d])]])
+        base = _mean([r[key] for r in means[(d, ref[d])]])
         return 100 * (_mean([r[key] for r in means[(d, c)]]) / base - 1)
 
     table = []
@@ -192,14 +220,20 @@ def _across_datasets(rows: list[dict], tuned: dict) -> list[str]:
         tr = [gain(d, c, "test_recall@20") for d in datasets]
         table.append((_mean(v), c, v, t, tr))
     table.sort(key=lambda x: -x[0])
-    out = ["### across datasets", "",
-           "Cells run on every dataset, by mean relative valid NDCG@20 gain over each dataset's "
-           "tuned SL (the selection); test gains per dataset as N@20 / R@20.", "",
+    title = "### across datasets" + (f", `{tune}` tuned per dataset" if tune else "")
+    what = (f"Configurations (cells equal but for `{tune}`, which is chosen per dataset on "
+            "valid NDCG@20 like SL's temperature)" if tune else "Cells run on every dataset")
+    out = [title, "",
+           f"{what}, by mean relative valid NDCG@20 gain over each dataset's tuned SL (the "
+           "selection); test gains per dataset as N@20 / R@20.", "",
            "| cell | mean Δ valid N@20 | " + " | ".join(f"{d} Δ valid N" for d in datasets)
            + " | " + " | ".join(f"{d} Δ test N / R" for d in datasets) + " |",
            "|---|---|" + "---|" * (2 * len(datasets))]
     for m, c, v, t, tr in table:
-        out.append(f"| {c} | {m:+.1f}% | " + " | ".join(f"{x:+.1f}%" for x in v) + " | "
+        name = c
+        if tune:
+            name += " (" + ", ".join(f"{d}: {means[(d, c)][0]['chosen']}" for d in datasets) + ")"
+        out.append(f"| {name} | {m:+.1f}% | " + " | ".join(f"{x:+.1f}%" for x in v) + " | "
                    + " | ".join(f"{a:+.1f}% / {b:+.1f}%" for a, b in zip(t, tr)) + " |")
     out.append("")
     return out
@@ -251,6 +285,9 @@ def main() -> int:
     p.add_argument("--nproc", type=int, default=1, help="processes per point")
     p.add_argument("--parallel", type=int, default=1, help="points run side by side")
     p.add_argument("--report-only", action="store_true", help="collect and report, run nothing")
+    p.add_argument("--tune", metavar="KEY",
+                   help="also rank configurations with this override (e.g. loss.temperature) "
+                        "chosen per dataset on validation")
     args = p.parse_args()
     cells = [parse_cell(c) for c in args.cell]
     if args.space:
@@ -270,7 +307,8 @@ def main() -> int:
             load_config(args.config, [*args.set, *overrides])  # fail before running anything
             for seed in args.seeds:
                 run_dir = out / name / cell / f"seed{seed}"
-                points.append((name, cell, family(overrides, default_loss), seed, run_dir))
+                points.append((name, cell, family(overrides, default_loss), seed, run_dir,
+                               overrides))
                 if not (run_dir / "results.json").exists():
                     todo.append((run_dir, point_cmd(args, path, overrides, seed, run_dir)))
     print(f"{len(points)} points, {len(points) - len(todo)} already finished", flush=True)
@@ -284,7 +322,7 @@ def main() -> int:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    md, tuned = summarize(rows)
+    md, tuned = summarize(rows, args.tune)
     (out / "table.md").write_text(md + "\n")
     plot(rows, tuned, out / "sweep.png")
     print(md)

@@ -121,3 +121,24 @@ def test_across_datasets_ranks_cells_by_mean_valid_gain(sweep):
     assert [ln.split(" | ")[0][2:] for ln in lines] == ["y", "x", "sl"]  # only-a left out
     assert lines[0].split(" | ")[1] == "+3.0%" and lines[1].split(" | ")[1] == "+2.5%"
     assert "-10.0% / -10.0%" in lines[1] and "+10.0% / +10.0%" in lines[1]
+
+
+def test_tune_key_chosen_per_dataset_like_sl_temperature(sweep):
+    def row(ds, t, loss, v):
+        cell = f"{loss}-{t}"
+        return {"dataset": ds, "cell": cell, "loss": loss, "seed": 0, "best_epoch": 1,
+                "seconds_per_epoch": 1.0, "valid_recall@20": v, "valid_ndcg@20": v,
+                "test_recall@20": v, "test_ndcg@20": v,
+                "overrides": f"loss.name={loss} loss.temperature={t}"}
+
+    rows = [row("a", 0.1, "sl", 0.10), row("a", 0.2, "sl", 0.08),   # a: SL best at 0.1
+            row("b", 0.1, "sl", 0.15), row("b", 0.2, "sl", 0.20),   # b: SL best at 0.2
+            row("a", 0.2, "dsl", 0.105), row("a", 0.3, "dsl", 0.09),  # a: DSL 0.2, +5%
+            row("b", 0.2, "dsl", 0.19), row("b", 0.3, "dsl", 0.22)]  # b: DSL 0.3, +10%
+    md, tuned = sweep.summarize(rows, "loss.temperature")
+    assert tuned == {"a": "sl-0.1", "b": "sl-0.2"}
+    part = md.split("`loss.temperature` tuned per dataset")[1]
+    line = next(ln for ln in part.splitlines() if ln.startswith("| loss.name=dsl"))
+    assert "(a: dsl-0.2, b: dsl-0.3)" in line and line.split(" | ")[1] == "+7.5%"
+    sl_line = next(ln for ln in part.splitlines() if ln.startswith("| loss.name=sl"))
+    assert sl_line.split(" | ")[1] == "+0.0%"

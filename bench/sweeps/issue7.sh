@@ -52,12 +52,22 @@ for t in 0.1 0.2 0.3 0.4; do ELEC_SL+=(--cell "sl-$t: loss.name=sl loss.temperat
 ELEC_SL_SHARP=()
 for t in 0.05 0.025; do ELEC_SL_SHARP+=(--cell "sl-$t: loss.name=sl loss.temperature=$t"); done
 elec() { "$PY" bench/quality_sweep.py "${ELEC[@]}" "$@"; }
+# rung 0c: the CA branch alone led rung 0; its own knobs
+RUNG0C=(
+  --cell "dsl-t0.3-g0.25: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.25"
+  --cell "dsl-t0.3-g1: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=1.0"
+  --cell "dsl-t0.3-g0.5-dro: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.5 loss.dro_scale=true"
+  --cell "dsl-t0.3-g0.5-slate50-r3: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.5 loss.slate_size=50 loss.temp_range=3.0"
+  --cell "dsl-t0.3-g0.5-sigmoid: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.5 loss.intensity=sigmoid"
+  --cell "dsl-t0.4-g0.5: $D loss.temperature=0.4 loss.kappa_hard=0.0 loss.gamma=0.5"
+)
 
 case "${1:-}" in
   rung0)
     sweep --data "beauty=$DATA/amazon2014-beauty" --seeds 0 "${SL[@]}" "${RUNG0[@]}" "${RUNG0_BEAUTY[@]}"
     sweep "${SMALL[@]}" --seeds 0 "${SL[@]}" "${RUNG0[@]}" ;;
   rung0b) sweep "${SMALL[@]}" --seeds 0 "${SL[@]}" "${RUNG0[@]}" "${RUNG0B[@]}" ;;
+  rung0c) sweep "${SMALL[@]}" --seeds 0 "${SL[@]}" "${RUNG0[@]}" "${RUNG0B[@]}" "${RUNG0C[@]}" ;;
   elec-sl) elec --data "electronic=$DATA/amazon2014-electronic" "${ELEC_SL[@]}" ;;
   elec-sl-sharp) elec --data "electronic=$DATA/amazon2014-electronic" "${ELEC_SL_SHARP[@]}" ;;
   ood-sl) elec --data "electronic-ood=$DATA/amazon2014-electronic-ood" "${ELEC_SL[@]}" ;;
