@@ -45,7 +45,8 @@ RESULTS = {  # cell -> seed -> (valid N, test N, test R)
 
 def _argv(out: Path, *extra: str) -> list[str]:
     return ["quality_sweep.py", "--out", str(out),
-            "--config", str(ROOT / "configs/quickstart.yaml"), "--data", "toy=/nonexistent", "--seeds", "0", "1", *CELLS, *extra]
+            "--config", str(ROOT / "configs/quickstart.yaml"), "--data", "toy=/nonexistent",
+            "--seeds", "0", "1", *CELLS, *extra]
 
 
 def test_report_picks_tuned_sl_on_valid_and_states_gains(sweep, tmp_path, monkeypatch):
