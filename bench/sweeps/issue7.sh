@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 7: DSL against a tuned SL, successive halving, selection on valid NDCG@20 only.
 # Resumable: rerun the same stage and only unfinished points run. Usage:
-#   DATA=/work/data OUT=/work/runs/issue7 bash bench/sweeps/issue7.sh rung0|rung0b|rung1|elec|ood|report
+#   DATA=data OUT=runs/issue7 bash bench/sweeps/issue7.sh STAGE   (stages: see the case at the end)
 # DATA holds the prepared datasets (dsl-data prepare --format irb ...; the OOD split with
 # dsl-data split --protocol ood-popularity); every point is one `dsl-train` run directory.
 set -euo pipefail
@@ -61,6 +61,14 @@ RUNG0C=(
   --cell "dsl-t0.3-g0.5-sigmoid: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.5 loss.intensity=sigmoid"
   --cell "dsl-t0.4-g0.5: $D loss.temperature=0.4 loss.kappa_hard=0.0 loss.gamma=0.5"
 )
+# rung 1: the two best temperatures of SL and the lead of rung 0 (the CA branch alone, γ 0.5)
+# at the same two temperatures, on seeds 1 and 2 as well
+RUNG1=(
+  --cell "sl-0.2: loss.name=sl loss.temperature=0.2"
+  --cell "sl-0.3: loss.name=sl loss.temperature=0.3"
+  --cell "dsl-t0.2-g0.5: $D loss.temperature=0.2 loss.kappa_hard=0.0 loss.gamma=0.5"
+  --cell "dsl-t0.3-g0.5: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.5"
+)
 
 case "${1:-}" in
   rung0)
@@ -71,5 +79,15 @@ case "${1:-}" in
   elec-sl) elec --data "electronic=$DATA/amazon2014-electronic" "${ELEC_SL[@]}" ;;
   elec-sl-sharp) elec --data "electronic=$DATA/amazon2014-electronic" "${ELEC_SL_SHARP[@]}" ;;
   ood-sl) elec --data "electronic-ood=$DATA/amazon2014-electronic-ood" "${ELEC_SL[@]}" ;;
-  *) echo "usage: $0 rung0|rung0b|rung1|elec|ood|report" >&2; exit 2 ;;
+  rung1) sweep "${SMALL[@]}" --seeds 0 1 2 "${RUNG1[@]}" --tune loss.temperature ;;
+  report0)  # rung 0 on the small sets (seed 0), and the earlier coarse random search on health
+    mkdir -p "$OUT/reports"
+    sweep --data "health=$DATA/amazon2014-health" --seeds 0 "${SL[@]}" \
+      --space bench/spaces/dsl_coarse.yaml --random 14 --search-seed 0 --report-only
+    cp "$OUT/table.md" "$OUT/reports/health-coarse.md"
+    sweep "${SMALL[@]}" --seeds 0 "${SL[@]}" "${RUNG0[@]}" "${RUNG0_BEAUTY[@]}" "${RUNG0B[@]}" \
+      "${RUNG0C[@]}" --cell "dsl-all-off-t0.2: $D loss.temperature=0.2 loss.gamma=0.0" \
+      --tune loss.temperature --report-only
+    cp "$OUT/table.md" "$OUT/reports/rung0.md" ;;
+  *) echo "usage: $0 rung0|rung0b|rung0c|rung1|elec-sl|elec-sl-sharp|ood-sl|elec|ood|report0|report" >&2; exit 2 ;;
 esac
