@@ -52,6 +52,11 @@ for t in 0.1 0.2 0.3 0.4; do ELEC_SL+=(--cell "sl-$t: loss.name=sl loss.temperat
 ELEC_SL_SHARP=()
 for t in 0.05 0.025; do ELEC_SL_SHARP+=(--cell "sl-$t: loss.name=sl loss.temperature=$t"); done
 elec() { "$PY" bench/quality_sweep.py "${ELEC[@]}" "$@"; }
+# finalists of the small sets on the larger set, at the same two temperatures
+FINALISTS=(
+  --cell "dsl-t0.2-g0.5: $D loss.temperature=0.2 loss.kappa_hard=0.0 loss.gamma=0.5"
+  --cell "dsl-t0.3-g0.5: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.5"
+)
 # rung 0c: the CA branch alone led rung 0; its own knobs
 RUNG0C=(
   --cell "dsl-t0.3-g0.25: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.25"
@@ -78,6 +83,10 @@ case "${1:-}" in
   rung0c) sweep "${SMALL[@]}" --seeds 0 "${SL[@]}" "${RUNG0[@]}" "${RUNG0B[@]}" "${RUNG0C[@]}" ;;
   elec-sl) elec --data "electronic=$DATA/amazon2014-electronic" "${ELEC_SL[@]}" ;;
   elec-sl-sharp) elec --data "electronic=$DATA/amazon2014-electronic" "${ELEC_SL_SHARP[@]}" ;;
+  elec) elec --data "electronic=$DATA/amazon2014-electronic" "${ELEC_SL[@]}" "${FINALISTS[@]}" \
+    --tune loss.temperature ;;
+  ood) elec --data "electronic-ood=$DATA/amazon2014-electronic-ood" "${ELEC_SL[@]}" \
+    "${FINALISTS[@]}" --tune loss.temperature ;;
   ood-sl) elec --data "electronic-ood=$DATA/amazon2014-electronic-ood" "${ELEC_SL[@]}" ;;
   rung1) sweep "${SMALL[@]}" --seeds 0 1 2 "${RUNG1[@]}" --tune loss.temperature ;;
   report0)  # rung 0 on the small sets (seed 0), and the earlier coarse random search on health
