@@ -14,8 +14,15 @@ from dsl_torchrec.losses import (
     BPRLoss, BSLLoss, DSLLoss, LossOutput, PSLLoss, SoftmaxLoss, build_loss, functional as F,
 )
 
-DSL_DEFAULTS = dict(temperature=0.1, include_positive=True, kappa_hard=0.0, kappa_sim=-0.5,
-                    w_max=None, slate_size=20, gamma=0.5, temp_range=2.0, dro_scale=True)
+# dsl-loss.md's table: the knobs these tests exercise, passed explicitly so that the tests do not
+# depend on the code's defaults (which the issue-7 sweep chose)
+SPEC = dict(temperature=0.1, include_positive=True, kappa_hard=0.0, kappa_sim=-0.5,
+            w_max=None, slate_size=20, gamma=0.5, temp_range=2.0, dro_scale=True)
+
+
+def dsl_loss(*args, **kw):
+    """F.dsl_loss with dsl-loss.md's values for every knob not given."""
+    return F.dsl_loss(*args, **{**SPEC, **kw})
 
 
 # --------------------------------------------------------------------------- references
@@ -96,7 +103,7 @@ def ref_weighted_rows(pos, neg, valid, log_q, weights, taus, *, temperature, inc
 
 def ref_dsl(pos, neg, valid=None, item_sim=None, log_q=None, **kw):
     """Whole DSL in float64 from the formulas: (per_row with grads, weights, temperatures)."""
-    kw = {**DSL_DEFAULTS, **kw}
+    kw = {**SPEC, **kw}
     pos, neg = pos.double(), neg.double()
     if valid is None:
         valid = torch.ones(neg.shape, dtype=torch.bool)
@@ -161,7 +168,7 @@ def test_dsl_with_knobs_off_equals_sl(include_positive, use_log_q):
     pos, neg, valid, sim, log_q = make_inputs(empty_rows=(3,))
     lq = log_q if use_log_q else None
     off = dict(kappa_hard=0.0, kappa_sim=0.0, gamma=0.0, include_positive=include_positive)
-    o_dsl, gp_dsl, gn_dsl = grads(lambda p, n: F.dsl_loss(p, n, valid, sim, lq, **off), pos, neg)
+    o_dsl, gp_dsl, gn_dsl = grads(lambda p, n: dsl_loss(p, n, valid, sim, lq, **off), pos, neg)
     o_sl, gp_sl, gn_sl = grads(
         lambda p, n: F.sl_loss(p, n, valid, lq, temperature=0.1,
                                include_positive=include_positive), pos, neg)
@@ -179,11 +186,11 @@ def test_dsl_with_knobs_off_equals_sl(include_positive, use_log_q):
 
 def test_dsl_knobs_off_is_bitwise_sl_and_item_sim_ignored():
     pos, neg, valid, sim, log_q = make_inputs(B=9, C=64, seed=3)
-    a = F.dsl_loss(pos, neg, valid, sim, log_q, kappa_hard=0.0, kappa_sim=0.0, gamma=0.0)
+    a = dsl_loss(pos, neg, valid, sim, log_q, kappa_hard=0.0, kappa_sim=0.0, gamma=0.0)
     b = F.sl_loss(pos, neg, valid, log_q, temperature=0.1)
     assert torch.equal(a.per_row, b.per_row)
     # κ_s without item_sim is κ off as well
-    c = F.dsl_loss(pos, neg, valid, None, log_q, kappa_sim=-0.5, gamma=0.0)
+    c = dsl_loss(pos, neg, valid, None, log_q, kappa_sim=-0.5, gamma=0.0)
     assert torch.equal(c.per_row, b.per_row)
 
 
@@ -204,7 +211,7 @@ def test_dsl_matches_reference(knobs, log_q_kind):
     pos, neg, valid, sim, log_q = make_inputs(B=7, C=41, seed=1, empty_rows=(5,))
     valid[2, 3:] = False  # a row with fewer valid candidates than the slate
     lq = {None: None, "C": log_q, "BC": log_q.unsqueeze(0) + 0.1 * torch.randn(7, 41)}[log_q_kind]
-    out, gp, gn = grads(lambda p, n: F.dsl_loss(p, n, valid, sim, lq, **knobs), pos, neg)
+    out, gp, gn = grads(lambda p, n: dsl_loss(p, n, valid, sim, lq, **knobs), pos, neg)
     ref, gp_r, gn_r = grads(lambda p, n: ref_dsl(p, n, valid, sim, lq, **knobs)[0], pos, neg)
     _, w_ref, tau_ref = ref_dsl(pos, neg, valid, sim, lq, **knobs)
     close(out.temperatures.double(), tau_ref, rtol=1e-5, atol=1e-7)
@@ -224,7 +231,7 @@ def test_dsl_matches_reference(knobs, log_q_kind):
 ])
 def test_weights_mean_one_over_valid_and_zero_where_masked(knobs):
     pos, neg, valid, sim, _ = make_inputs(B=8, C=48, seed=2, p_invalid=0.4, empty_rows=(1,))
-    w = F.dsl_loss(pos, neg, valid, sim, gamma=0.0, **knobs).weights
+    w = dsl_loss(pos, neg, valid, sim, gamma=0.0, **knobs).weights
     n = valid.sum(1)
     assert torch.all(w[~valid] == 0)
     assert torch.all(w[valid] > 0)
@@ -237,8 +244,8 @@ def test_weights_mean_one_over_valid_and_zero_where_masked(knobs):
 
 def test_weight_cap_is_applied_before_the_renormalisation():
     pos, neg, valid, sim, _ = make_inputs(B=4, C=30, seed=9, p_invalid=0.0)
-    free = F.dsl_loss(pos, neg, valid, sim, kappa_sim=3.0, gamma=0.0).weights
-    capped = F.dsl_loss(pos, neg, valid, sim, kappa_sim=3.0, gamma=0.0, w_max=2.0).weights
+    free = dsl_loss(pos, neg, valid, sim, kappa_sim=3.0, gamma=0.0).weights
+    capped = dsl_loss(pos, neg, valid, sim, kappa_sim=3.0, gamma=0.0, w_max=2.0).weights
     assert free.max() > 4.0
     assert capped.max() < free.max()
     ref = ref_weights(pos, neg, valid, sim, temperature=0.1, kappa_hard=0.0, kappa_sim=3.0,
@@ -253,7 +260,7 @@ def test_weight_cap_is_applied_before_the_renormalisation():
 def test_mean_inverse_temperature_is_inverse_tau0(gamma, temp_range):
     pos, neg, valid, _, _ = make_inputs(B=16, C=40, seed=4, empty_rows=(0, 7))
     neg[3] += 0.8  # spread the competition so that clipping happens for small temp_range
-    tau = F.dsl_loss(pos, neg, valid, None, gamma=gamma, temp_range=temp_range,
+    tau = dsl_loss(pos, neg, valid, None, gamma=gamma, temp_range=temp_range,
                      temperature=0.07).temperatures
     ne = valid.any(1)
     close((1.0 / tau[ne]).mean(), torch.tensor(1 / 0.07), rtol=1e-6, atol=0)
@@ -270,7 +277,7 @@ def test_mean_inverse_temperature_is_inverse_tau0(gamma, temp_range):
 ])
 def test_no_gradient_through_weights_or_temperatures(knobs):
     pos, neg, valid, sim, log_q = make_inputs(B=6, C=33, seed=5, empty_rows=(4,))
-    out, gp, gn = grads(lambda p, n: F.dsl_loss(p, n, valid, sim, log_q, **knobs), pos, neg)
+    out, gp, gn = grads(lambda p, n: dsl_loss(p, n, valid, sim, log_q, **knobs), pos, neg)
     w, tau = out.weights.detach(), out.temperatures.detach()
     rho = tau / 0.1
     # the same loss with w and τ as precomputed constants: the library's helper ...
@@ -309,8 +316,8 @@ ALL_LOSSES = {
     "sl": lambda p, n, v, s, q: F.sl_loss(p, n, v, q, temperature=0.1),
     "sl_neg_only": lambda p, n, v, s, q: F.sl_loss(p, n, v, q, temperature=0.1,
                                                    include_positive=False),
-    "dsl": lambda p, n, v, s, q: F.dsl_loss(p, n, v, s, q, kappa_hard=0.5),
-    "dsl_cap_neg_only": lambda p, n, v, s, q: F.dsl_loss(p, n, v, s, q, w_max=2.0,
+    "dsl": lambda p, n, v, s, q: dsl_loss(p, n, v, s, q, kappa_hard=0.5),
+    "dsl_cap_neg_only": lambda p, n, v, s, q: dsl_loss(p, n, v, s, q, w_max=2.0,
                                                          include_positive=False),
     "bsl": lambda p, n, v, s, q: F.bsl_loss(p, n, v, q, temperature=0.1, temperature2=0.2),
     "psl_tanh": lambda p, n, v, s, q: F.psl_loss(p, n, v, q, temperature=0.1),
@@ -342,7 +349,7 @@ def test_fully_masked_row_has_zero_loss_and_zero_gradient(name):
 def _weight_of(neg, sim, j, **kw):
     pos = torch.zeros(3)
     valid = torch.ones(neg.shape, dtype=torch.bool)
-    return F.dsl_loss(pos, neg, valid, sim, gamma=0.0, **kw).weights[0, j]
+    return dsl_loss(pos, neg, valid, sim, gamma=0.0, **kw).weights[0, j]
 
 
 @pytest.mark.parametrize("kappa_hard,sign", [(1.0, 1), (0.25, 1), (-0.25, -1), (-1.0, -1)])
@@ -359,13 +366,13 @@ def test_hardness_raising_a_negative_score_moves_its_weight_with_the_sign(kappa_
 def test_similarity_more_similar_candidate_gets_weight_with_the_sign(kappa_sim, sign):
     neg = torch.full((3, 10), 0.2)  # equal scores: only the similarity differs
     sim = torch.linspace(-0.9, 0.9, 10).repeat(3, 1)
-    w = F.dsl_loss(torch.zeros(3), neg, None, sim, kappa_sim=kappa_sim, gamma=0.0).weights
+    w = dsl_loss(torch.zeros(3), neg, None, sim, kappa_sim=kappa_sim, gamma=0.0).weights
     diffs = w[0, 1:] - w[0, :-1]  # candidates in increasing similarity
     assert torch.all(sign * diffs > 0)
     # and for one candidate made more similar
     sim2 = sim.clone()
     sim2[0, 2] += 0.5
-    w2 = F.dsl_loss(torch.zeros(3), neg, None, sim2, kappa_sim=kappa_sim, gamma=0.0).weights
+    w2 = dsl_loss(torch.zeros(3), neg, None, sim2, kappa_sim=kappa_sim, gamma=0.0).weights
     assert sign * (w2[0, 2] - w[0, 2]) > 0
 
 
@@ -373,7 +380,7 @@ def test_similarity_more_similar_candidate_gets_weight_with_the_sign(kappa_sim, 
 def test_competition_raises_temperature_with_the_sign_of_gamma(gamma, sign):
     pos, neg, valid, _, _ = make_inputs(B=10, C=30, seed=8, p_invalid=0.0)
     kw = dict(gamma=gamma, temp_range=100.0, kappa_sim=0.0, slate_size=5)
-    out = F.dsl_loss(pos, neg, valid, None, **kw)
+    out = dsl_loss(pos, neg, valid, None, **kw)
     _, c = ref_temperatures(pos, neg, valid, temperature=0.1, slate_size=5, gamma=gamma,
                             temp_range=100.0)
     # within a batch, τ_b is ordered like the competition c_b (reversed for γ < 0)
@@ -384,7 +391,7 @@ def test_competition_raises_temperature_with_the_sign_of_gamma(gamma, sign):
     neg2 = neg.clone()
     top = neg2[6].topk(5).indices
     neg2[6, top] += 0.05
-    out2 = F.dsl_loss(pos, neg2, valid, None, **kw)
+    out2 = dsl_loss(pos, neg2, valid, None, **kw)
     assert sign * (out2.temperatures[6] - out.temperatures[6]) > 0
 
 
@@ -426,7 +433,7 @@ def test_gradcheck_dsl_with_weights_and_temperatures_as_constants(include_positi
     pos, neg, valid, sim, log_q = _gc_inputs()
     kw = dict(kappa_hard=0.5, kappa_sim=-0.5, gamma=0.5, temperature=0.2, slate_size=3,
               include_positive=include_positive)
-    out = F.dsl_loss(pos, neg, valid, sim, log_q, **kw)
+    out = dsl_loss(pos, neg, valid, sim, log_q, **kw)
     w, tau = out.weights.detach(), out.temperatures.detach()
     assert out.per_row.dtype == torch.float64 and tau.std() > 0 and w.max() > 1.01
 
@@ -445,7 +452,7 @@ def test_gradcheck_dsl_with_weights_and_temperatures_as_constants(include_positi
 def test_gradcheck_dsl_knobs_off():
     pos, neg, valid, sim, log_q = _gc_inputs()
     assert torch.autograd.gradcheck(
-        lambda p, n: F.dsl_loss(p, n, valid, sim, log_q, kappa_sim=0.0, gamma=0.0,
+        lambda p, n: dsl_loss(p, n, valid, sim, log_q, kappa_sim=0.0, gamma=0.0,
                                 temperature=0.2).per_row, (pos, neg))
 
 
@@ -499,7 +506,7 @@ def test_extreme_temperature_masks_duplicates_and_single_row(name):
     sim = torch.rand(B, C, generator=g) * 2 - 1
     small_tau = {k: v for k, v in [
         ("sl", lambda p, n, v, s, q: F.sl_loss(p, n, v, q, temperature=0.01)),
-        ("dsl", lambda p, n, v, s, q: F.dsl_loss(p, n, v, s, q, temperature=0.01,
+        ("dsl", lambda p, n, v, s, q: dsl_loss(p, n, v, s, q, temperature=0.01,
                                                  kappa_hard=1.0, kappa_sim=-2.0, gamma=2.0)),
         ("psl_relu", lambda p, n, v, s, q: F.psl_loss(p, n, v, q, temperature=0.01,
                                                       activation="relu")),
@@ -550,14 +557,14 @@ def test_top_values_is_exact(B, C, k, group_size):
 
 def test_non_contiguous_scores_and_repeated_backward():
     pos, neg, valid, sim, log_q = make_inputs(B=5, C=1200, seed=23, empty_rows=(2,))
-    a = F.dsl_loss(pos, neg, valid, sim, log_q, kappa_hard=0.2)
+    a = dsl_loss(pos, neg, valid, sim, log_q, kappa_hard=0.2)
     negt = neg.T.contiguous().T.requires_grad_()
-    b = F.dsl_loss(pos, negt, valid, sim.T.contiguous().T, log_q, kappa_hard=0.2)
+    b = dsl_loss(pos, negt, valid, sim.T.contiguous().T, log_q, kappa_hard=0.2)
     close(a.per_row, b.per_row, rtol=1e-6, atol=1e-6)
     close(a.temperatures, b.temperatures, rtol=1e-6, atol=0)
     # backward twice through one graph: the gradient buffer reused from forward must not be
     # handed out twice (the first gradient would change under the caller's feet)
-    out = F.dsl_loss(pos, negt, valid, sim, log_q)
+    out = dsl_loss(pos, negt, valid, sim, log_q)
     g1 = torch.autograd.grad(out.loss, negt, retain_graph=True)[0]
     g1_copy = g1.clone()
     g2 = torch.autograd.grad(out.loss, negt, grad_outputs=torch.tensor(2.0))[0]
@@ -569,7 +576,7 @@ def test_dsl_matches_reference_on_a_wide_row():
     # C large enough for the grouped top-M path of the slate (C // 64 >= 4·M)
     pos, neg, valid, sim, log_q = make_inputs(B=3, C=1300, seed=22, p_invalid=0.3)
     knobs = dict(slate_size=5, kappa_hard=0.3)
-    out = F.dsl_loss(pos, neg, valid, sim, log_q, **knobs)
+    out = dsl_loss(pos, neg, valid, sim, log_q, **knobs)
     ref, _, tau_ref = ref_dsl(pos, neg, valid, sim, log_q, **knobs)
     close(out.temperatures, tau_ref, rtol=1e-5, atol=1e-7)
     close(out.per_row, ref.detach(), rtol=1e-5, atol=1e-5)
@@ -577,7 +584,7 @@ def test_dsl_matches_reference_on_a_wide_row():
 
 def test_stats_are_finite_and_describe_the_batch():
     pos, neg, valid, sim, _ = make_inputs(B=8, C=40, seed=16, empty_rows=(2,))
-    out = F.dsl_loss(pos, neg, valid, sim, kappa_hard=0.5)
+    out = dsl_loss(pos, neg, valid, sim, kappa_hard=0.5)
     s = out.stats
     assert {"tau_mean", "tau_min", "tau_max", "weight_max", "weight_entropy", "mu",
             "sigma"} <= set(s)
@@ -586,7 +593,7 @@ def test_stats_are_finite_and_describe_the_batch():
     assert s["weight_max"] == out.weights.max()
     n = valid.sum(1)
     assert s["weight_entropy"] < torch.log(n[n > 0].double()).mean()  # non-uniform weights
-    uniform = F.dsl_loss(pos, neg, valid, sim, kappa_sim=0.0).stats
+    uniform = dsl_loss(pos, neg, valid, sim, kappa_sim=0.0).stats
     close(uniform["weight_entropy"].double(),
                                torch.log(n[n > 0].double()).mean(), rtol=1e-5, atol=0)
 
@@ -626,7 +633,7 @@ def test_build_loss_maps_names_and_rejects_unknown():
 
 
 def test_needs_item_sim():
-    assert DSLLoss().needs_item_sim is True
+    assert DSLLoss(kappa_sim=-0.5).needs_item_sim is True
     assert DSLLoss(kappa_sim=0.0).needs_item_sim is False
     for cls in (SoftmaxLoss, BSLLoss, PSLLoss, BPRLoss):
         assert cls().needs_item_sim is False
@@ -666,16 +673,16 @@ def test_invalid_arguments_are_rejected_with_the_name():
     with pytest.raises(ValueError, match="C = 0"):
         F.sl_loss(pos, neg[:, :0], temperature=0.1)
     with pytest.raises(ValueError, match="pos"):
-        F.dsl_loss(pos[:2], neg)
+        dsl_loss(pos[:2], neg)
     with pytest.raises(ValueError, match="valid"):
-        F.dsl_loss(pos, neg, valid.int())
+        dsl_loss(pos, neg, valid.int())
     with pytest.raises(ValueError, match="log_q"):
         F.sl_loss(pos, neg, valid, log_q[:3], temperature=0.1)
     with pytest.raises(ValueError, match="item_sim"):
-        F.dsl_loss(pos, neg, valid, sim[:, :3])
+        dsl_loss(pos, neg, valid, sim[:, :3])
     with pytest.raises(ValueError, match="temperature"):
         F.sl_loss(pos, neg, temperature=0.0)
     with pytest.raises(ValueError, match="slate_size"):
-        F.dsl_loss(pos, neg, slate_size=0)
+        dsl_loss(pos, neg, slate_size=0)
     with pytest.raises(ValueError, match="activation"):
         PSLLoss(activation="sigmoid")

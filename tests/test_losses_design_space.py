@@ -234,12 +234,13 @@ def test_mix_is_sl_plus_weighted_branches(kh, ks, gamma, beta):
 
     got = _grads(lambda p, n: F.dsl_loss(p, n, valid, sim, log_q, temperature=tau0,
                                          kappa_hard=kh, kappa_sim=ks, gamma=gamma, slate_size=5,
-                                         combine="mix", branch_weight=beta), pos, neg)
+                                         dro_scale=True, combine="mix", branch_weight=beta),
+                 pos, neg)
     want = _grads(ref, pos, neg)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     fused = F.dsl_loss(pos, neg, valid, sim, log_q, temperature=tau0, kappa_hard=kh,
-                       kappa_sim=ks, gamma=gamma, slate_size=5)
+                       kappa_sim=ks, gamma=gamma, slate_size=5, dro_scale=True)
     sl = F.sl_loss(pos, neg, valid, log_q, temperature=tau0)
     if beta > 0 and n_on == 1:
         # one branch: the mix lies strictly between SL and the fused loss, row by row
@@ -279,8 +280,9 @@ def test_config_carries_the_new_knobs_to_the_loss_module():
     from dsl_torchrec.config import ConfigError, load_config
     from dsl_torchrec.losses import build_loss
 
-    cfg = load_config(None, ["loss.name=dsl", "loss.standardize=true", "loss.combine=mix",
-                             "loss.branch_weight=0.5", "loss.sim_vectors=centered"])
+    cfg = load_config(None, ["loss.name=dsl", "loss.kappa_sim=-0.5", "loss.standardize=true",
+                             "loss.combine=mix", "loss.branch_weight=0.5",
+                             "loss.sim_vectors=centered"])
     mod = build_loss(cfg.loss)
     assert mod.sim_vectors == "centered" and mod.needs_item_sim
     assert mod.kwargs["standardize"] and mod.kwargs["combine"] == "mix"

@@ -11,7 +11,7 @@ from distributed import run_distributed
 
 B, C, WORLD = 6, 40, 2
 KNOBS = [
-    dict(),  # defaults: κ_s = −0.5, γ = 0.5, dro_scale
+    dict(kappa_sim=-0.5, gamma=0.5, dro_scale=True),  # dsl-loss.md's values
     dict(kappa_hard=0.5, kappa_sim=-0.5, gamma=-1.0, temp_range=1.5, w_max=3.0),
     # issue-7 knobs: standardised κ logits, SL + weighted branches, other intensity and map
     dict(kappa_hard=-0.25, kappa_sim=-0.5, gamma=0.5, standardize=True, combine="mix",
