@@ -178,8 +178,9 @@ def _tuned_groups(rows: list[dict], key: str) -> list[dict]:
     dataset, as SL's temperature is). The group is named by its other overrides and the
     chosen cell is recorded."""
     def group_of(r: dict) -> str:
-        rest = [o for o in r.get("overrides", "").split() if not o.startswith(key + "=")]
-        return " ".join(rest) or "(defaults)"
+        last = dict(o.split("=", 1) for o in r.get("overrides", "").split())  # last one wins
+        last.pop(key, None)
+        return " ".join(f"{k}={v}" for k, v in last.items()) or "(defaults)"
 
     by: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in rows:

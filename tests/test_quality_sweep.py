@@ -143,3 +143,7 @@ def test_tune_key_chosen_per_dataset_like_sl_temperature(sweep):
     assert "(a: dsl-0.2, b: dsl-0.3)" in line and line.split(" | ")[1] == "+7.5%"
     sl_line = next(ln for ln in part.splitlines() if ln.startswith("| loss.name=sl"))
     assert sl_line.split(" | ")[1] == "+0.0%"
+    # a key given twice counts once, with its last value
+    rows = [{**r, "overrides": r["overrides"] + " loss.gamma=0.0 loss.gamma=0.5"} for r in rows]
+    md, _ = sweep.summarize(rows, "loss.temperature")
+    assert "| loss.name=dsl loss.gamma=0.5 (a: dsl-0.2, b: dsl-0.3)" in md
