@@ -1,4 +1,4 @@
-"""Forward+backward time of SL vs DSL (defaults) on [B, C] logits from a d = 64 matmul.
+"""Forward+backward time of SL vs DSL (both branches on, dsl-loss.md values) on [B, C] logits from a d = 64 matmul.
 
     python bench/loss_overhead.py            # B ∈ {256, 1024, 4096} × C ∈ {2048, 8192, 32768}
     python bench/loss_overhead.py --quick    # B ∈ {256, 1024} × C ∈ {2048, 8192}
@@ -58,7 +58,8 @@ def bench_cell(B: int, C: int, repeats: int, device: torch.device, seed: int = 0
     log_q = torch.log(torch.rand(C, generator=g) * 0.9 + 0.05).to(device)
     with torch.no_grad():
         item_sim_given = p_emb @ cand.T
-    sl, dsl = SoftmaxLoss(0.1), DSLLoss()  # DSL defaults: κ_s = −0.5, γ = 0.5, dro_scale
+    # both branches on (dsl-loss.md's values), whatever the code defaults are
+    sl, dsl = SoftmaxLoss(0.1), DSLLoss(kappa_sim=-0.5, gamma=0.5, dro_scale=True)
 
     def step(kind: str) -> None:
         q.grad = cand.grad = None
