@@ -1,4 +1,5 @@
-"""Forward+backward time of SL vs DSL (both branches on, dsl-loss.md values) on [B, C] logits from a d = 64 matmul.
+"""Forward+backward time of SL vs DSL (both branches on, dsl-loss.md's values) on [B, C]
+logits from a d = 64 matmul.
 
     python bench/loss_overhead.py            # B ∈ {256, 1024, 4096} × C ∈ {2048, 8192, 32768}
     python bench/loss_overhead.py --quick    # B ∈ {256, 1024} × C ∈ {2048, 8192}
