@@ -98,5 +98,15 @@ case "${1:-}" in
       "${RUNG0C[@]}" --cell "dsl-all-off-t0.2: $D loss.temperature=0.2 loss.gamma=0.0" \
       --tune loss.temperature --report-only
     cp "$OUT/table.md" "$OUT/reports/rung0.md" ;;
+  report)  # rung 1 (3 seeds), electronic and its OOD split (1 seed)
+    mkdir -p "$OUT/reports"
+    sweep "${SMALL[@]}" --seeds 0 1 2 "${RUNG1[@]}" --tune loss.temperature --report-only
+    cp "$OUT/table.md" "$OUT/reports/rung1.md"
+    elec --data "electronic=$DATA/amazon2014-electronic" "${ELEC_SL[@]}" "${ELEC_SL_SHARP[@]}" \
+      "${FINALISTS[@]}" --tune loss.temperature --report-only
+    cp "$OUT/table.md" "$OUT/reports/electronic.md"
+    elec --data "electronic-ood=$DATA/amazon2014-electronic-ood" "${ELEC_SL[@]}" \
+      "${FINALISTS[@]}" --tune loss.temperature --report-only
+    cp "$OUT/table.md" "$OUT/reports/electronic-ood.md" ;;
   *) echo "usage: $0 rung0|rung0b|rung0c|rung1|elec-sl|elec-sl-sharp|ood-sl|elec|ood|report0|report" >&2; exit 2 ;;
 esac
