@@ -291,3 +291,29 @@ def test_config_carries_the_new_knobs_to_the_loss_module():
         load_config(None, ["loss.branch_weight=-1"])
     with pytest.raises(ConfigError, match="sim_vectors"):
         load_config(None, ["loss.sim_vectors=user"])
+
+
+def test_defaults_are_the_sweep_winner_and_agree_across_layers():
+    """docs/dsl-vs-sl.md: the CA branch alone (κ_h = κ_s = 0, γ = 0.5, no DRO scale, lme, exp,
+    M = 20, r = 2) won on validation; the functional core, the module and the config agree."""
+    import inspect
+
+    from dsl_torchrec.config import LossConfig
+    from dsl_torchrec.losses import DSLLoss, build_loss
+
+    winner = dict(kappa_hard=0.0, kappa_sim=0.0, gamma=0.5, dro_scale=False, slate_size=20,
+                  temp_range=2.0, intensity="lme", temp_map="exp", w_max=None,
+                  standardize=False, combine="fused")
+    params = inspect.signature(F.dsl_loss).parameters
+    assert {k: params[k].default for k in winner} == winner
+    assert {k: DSLLoss().kwargs[k] for k in winner} == winner
+    assert {k: getattr(LossConfig(), k) for k in winner} == winner
+    assert build_loss(LossConfig(name="dsl")).kwargs == DSLLoss(temperature=0.1).kwargs
+    assert not DSLLoss().needs_item_sim  # κ_s = 0: no [B, C] similarity to compute
+    pos, neg, valid, sim, log_q = _inputs()
+    a = F.dsl_loss(pos, neg, valid, sim, log_q, temperature=0.2)
+    b = F.dsl_loss(pos, neg, valid, None, log_q, temperature=0.2, kappa_sim=0.0, gamma=0.5,
+                   dro_scale=False)
+    assert torch.equal(a.per_row, b.per_row)
+    sl = F.sl_loss(pos, neg, valid, log_q, temperature=0.2)
+    assert (a.per_row - sl.per_row).abs().max() > 1e-4  # the CA branch is on by default

@@ -535,12 +535,12 @@ def dsl_loss(
     temperature: float = 0.1,
     include_positive: bool = True,
     kappa_hard: float = 0.0,
-    kappa_sim: float = -0.5,
+    kappa_sim: float = 0.0,
     w_max: float | None = None,
     slate_size: int = 20,
     gamma: float = 0.5,
     temp_range: float = 2.0,
-    dro_scale: bool = True,
+    dro_scale: bool = False,
     group: Any = None,
     intensity: str = "lme",
     temp_map: str = "exp",
@@ -554,7 +554,9 @@ def dsl_loss(
     temperatures τ_b (competition of the top-``slate_size`` slate, statistics all-reduced over
     ``group``; None = the default group when initialised with world size > 1, else no
     collective). Weights and temperatures are constants for autograd. κ_h = κ_s = 0 and γ = 0
-    give ``sl_loss`` exactly.
+    give ``sl_loss`` exactly. The defaults are the issue-7 sweep's validation winner (the CA
+    branch alone, no DRO scaling; docs/dsl-vs-sl.md), not dsl-loss.md's table (κ_s = −0.5,
+    dro_scale = True).
 
     Issue-7 design space, all off by default: ``standardize`` forms the κ logits from row-wise
     standardised hardness and similarity (see ``_kappa_logits_``); ``combine="mix"`` replaces
