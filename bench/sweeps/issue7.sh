@@ -93,20 +93,20 @@ case "${1:-}" in
     mkdir -p "$OUT/reports"
     sweep --data "health=$DATA/amazon2014-health" --seeds 0 "${SL[@]}" \
       --space bench/spaces/dsl_coarse.yaml --random 14 --search-seed 0 --report-only
-    cp "$OUT/table.md" "$OUT/reports/health-coarse.md"
+    cp "$OUT/table.md" "$OUT/reports/health-coarse.md"; cp "$OUT/sweep.png" "$OUT/reports/health-coarse.png"
     sweep "${SMALL[@]}" --seeds 0 "${SL[@]}" "${RUNG0[@]}" "${RUNG0_BEAUTY[@]}" "${RUNG0B[@]}" \
       "${RUNG0C[@]}" --cell "dsl-all-off-t0.2: $D loss.temperature=0.2 loss.gamma=0.0" \
       --tune loss.temperature --report-only
-    cp "$OUT/table.md" "$OUT/reports/rung0.md" ;;
+    cp "$OUT/table.md" "$OUT/reports/rung0.md"; cp "$OUT/sweep.png" "$OUT/reports/rung0.png" ;;
   report)  # rung 1 (3 seeds), electronic and its OOD split (1 seed)
     mkdir -p "$OUT/reports"
     sweep "${SMALL[@]}" --seeds 0 1 2 "${RUNG1[@]}" --tune loss.temperature --report-only
-    cp "$OUT/table.md" "$OUT/reports/rung1.md"
+    cp "$OUT/table.md" "$OUT/reports/rung1.md"; cp "$OUT/sweep.png" "$OUT/reports/rung1.png"
     elec --data "electronic=$DATA/amazon2014-electronic" "${ELEC_SL[@]}" "${ELEC_SL_SHARP[@]}" \
       "${FINALISTS[@]}" --tune loss.temperature --report-only
-    cp "$OUT/table.md" "$OUT/reports/electronic.md"
+    cp "$OUT/table.md" "$OUT/reports/electronic.md"; cp "$OUT/sweep.png" "$OUT/reports/electronic.png"
     elec --data "electronic-ood=$DATA/amazon2014-electronic-ood" "${ELEC_SL[@]}" \
       "${FINALISTS[@]}" --tune loss.temperature --report-only
-    cp "$OUT/table.md" "$OUT/reports/electronic-ood.md" ;;
+    cp "$OUT/table.md" "$OUT/reports/electronic-ood.md"; cp "$OUT/sweep.png" "$OUT/reports/electronic-ood.png" ;;
   *) echo "usage: $0 rung0|rung0b|rung0c|rung1|elec-sl|elec-sl-sharp|ood-sl|elec|ood|report0|report" >&2; exit 2 ;;
 esac
