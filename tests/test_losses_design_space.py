@@ -317,3 +317,33 @@ def test_defaults_are_the_sweep_winner_and_agree_across_layers():
     assert torch.equal(a.per_row, b.per_row)
     sl = F.sl_loss(pos, neg, valid, log_q, temperature=0.2)
     assert (a.per_row - sl.per_row).abs().max() > 1e-4  # the CA branch is on by default
+
+
+def test_centered_similarity_off_is_sl_and_on_moves_weights_away_from_shared_direction():
+    from dsl_torchrec.losses import DSLLoss, SoftmaxLoss
+
+    pos, neg, valid, sim, log_q = _inputs()
+    off = DSLLoss(temperature=0.2, kappa_sim=0.0, gamma=0.0, sim_vectors="centered")
+    assert not off.needs_item_sim
+    torch.testing.assert_close(off(pos, neg, valid, None, log_q).per_row,
+                               SoftmaxLoss(0.2)(pos, neg, valid, None, log_q).per_row,
+                               rtol=0, atol=0)
+    # items sharing one dominant direction: plain cosine sees them all alike (no contrast for
+    # κ_s to act on), the centred one tells the positive's neighbour from the rest
+    g = torch.Generator().manual_seed(2)
+    shared = torch.tensor([10.0, 0, 0, 0], dtype=torch.float64)
+    e_pos = (shared + torch.tensor([0, 1.0, 0, 0], dtype=torch.float64)).unsqueeze(0)
+    cands = torch.stack([shared + torch.tensor([0, 0.9, 0, 0], dtype=torch.float64),
+                         shared * 1.5 + torch.tensor([0, -1.0, 0, 0], dtype=torch.float64),
+                         shared * 1.5 + torch.tensor([0, 0, 1.0, 0], dtype=torch.float64)])
+    cands = cands + 1e-3 * torch.randn(3, 4, generator=g, dtype=torch.float64)
+    item = F.item_similarity(e_pos, cands, "item")[0]
+    cent = F.item_similarity(e_pos, cands, "centered")[0]
+    assert item.max() - item.min() < 0.02 and cent.max() - cent.min() > 1.5
+    zero = torch.zeros(1, 3, dtype=torch.float64)
+    p0 = torch.zeros(1, dtype=torch.float64)
+    w_item = F.dsl_loss(p0, zero, None, item.unsqueeze(0), None, kappa_sim=-0.5, gamma=0.0)
+    w_cent = F.dsl_loss(p0, zero, None, cent.unsqueeze(0), None, kappa_sim=-0.5, gamma=0.0)
+    assert w_cent.weights[0].argmin() == 0  # the positive's neighbour is down-weighted most
+    spread = [w.weights[0].max() / w.weights[0].min() for w in (w_item, w_cent)]
+    assert spread[0] < 1.1 < 5 < spread[1]
