@@ -95,6 +95,11 @@ case "${1:-}" in
     "${FINALISTS[@]}" --tune loss.temperature ;;
   ood-extra) elec --data "electronic-ood=$DATA/amazon2014-electronic-ood" "${ELEC_SL[@]}" \
     "${FINALISTS[@]}" "${OOD_EXTRA[@]}" --tune loss.temperature ;;
+  elec-seeds)  # the selected pair again on seeds 1 and 2 (a check, not a reselection)
+    elec --data "electronic=$DATA/amazon2014-electronic" --seeds 0 1 2 \
+      --cell "sl-0.3: loss.name=sl loss.temperature=0.3" \
+      --cell "dsl-t0.3-g0.5: $D loss.temperature=0.3 loss.kappa_hard=0.0 loss.gamma=0.5"
+    cp "$OUT/table.md" "$OUT/reports/electronic-seeds.md" ;;
   ood-sl) elec --data "electronic-ood=$DATA/amazon2014-electronic-ood" "${ELEC_SL[@]}" ;;
   rung1) sweep "${SMALL[@]}" --seeds 0 1 2 "${RUNG1[@]}" --tune loss.temperature ;;
   report0)  # rung 0 on the small sets (seed 0), and the earlier coarse random search on health
