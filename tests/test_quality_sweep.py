@@ -84,12 +84,14 @@ def test_finished_points_are_never_rerun(sweep, tmp_path, monkeypatch):
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
     monkeypatch.setattr(sys, "argv", _argv(tmp_path, "--parallel", "2"))
     assert sweep.main() == 0
     assert [r for r, _, _ in launched] == [tmp_path / "toy" / "dsl-a" / "seed1"]
     cmd, env = launched[0][1], launched[0][2]
     assert "train.seed=1" in cmd and "loss.gamma=0.5" in cmd and "data.path=/nonexistent" in cmd
-    assert int(env["OMP_NUM_THREADS"]) >= 1
+    assert env["OMP_NUM_THREADS"] == "4"  # 8 cores shared by 2 points of 1 process each
     launched.clear()
     assert sweep.main() == 0  # everything finished now: nothing runs
     assert launched == []
